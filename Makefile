@@ -1,0 +1,51 @@
+# hedgehog: `make reproduce` and `make test` are all the set-up a fresh machine needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch on CPU machines; on a GPU machine: make TORCH_SPEC=torch ...
+TORCH_SPEC ?= torch==2.13.0
+SCALE ?= embedded
+EXPERIMENTS := associative_recall
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[dev]"
+	touch $@
+
+.PHONY: help install test test-fast lint reproduce tables bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv and install hedgehog with everything it needs
+
+test: install ## run the test suite (CPU; GPU tests run where a GPU is present)
+	$(PY) -m pytest -q
+
+test-fast: install ## the suite without tests marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+reproduce: install ## every implemented experiment at SCALE (default embedded), then the tables
+	@for e in $(EXPERIMENTS); do $(MAKE) --no-print-directory reproduce-$$e SCALE=$(SCALE) || exit 1; done
+
+reproduce-ar: reproduce-associative_recall ## associative recall (paper Tables 2-3, AR column)
+
+reproduce-%: install ## one experiment by name: its sweep, then its table (e.g. reproduce-associative_recall)
+	$(PY) -m hedgehog.reproduce $* scale=$(SCALE)
+
+tables: install ## regenerate every experiment's table and figures from its records
+	@for e in $(EXPERIMENTS); do $(PY) experiments/$$e/make_table.py || exit 1; done
+
+clean: ## remove run outputs (keeps .venv and committed records)
+	rm -rf outputs multirun lightning_logs wandb

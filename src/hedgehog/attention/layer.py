@@ -1,0 +1,147 @@
+"""Attention modules with one call signature, so models never know which attention they hold.
+
+Both take projected q, k, v laid out (batch, heads, tokens, head_dim) and return the output
+(same layout) and a cache for the next call: a KV cache for softmax, the fixed-size
+recurrent state for linear attention. Models build them from config as
+``attention(num_heads=..., head_dim=..., causal=...)`` (a Hydra partial).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hedgehog.attention.feature_maps import FeatureMap
+from hedgehog.attention.linear_attention import (
+    DEFAULT_EPS,
+    LinearAttentionState,
+    causal_mask,
+    chunked_linear_attention,
+    noncausal_linear_attention,
+    quadratic_linear_attention,
+    recurrent_linear_attention,
+    upcast,
+)
+
+FORMS = ("chunked", "quadratic", "recurrent")
+
+
+def check_qkv(q: Tensor, k: Tensor, v: Tensor, check_finite: bool = True) -> None:
+    """Raise a clear error for a wrong layout, mismatched shapes or non-finite values."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.dim() != 4:
+            raise ValueError(
+                f"{name} must be laid out (batch, heads, tokens, head_dim), got shape "
+                f"{tuple(x.shape)}; reshape projections with .view(B, T, H, D).transpose(1, 2)"
+            )
+    if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            "q, k, v must share batch and heads, k and v the tokens, q and k the head dim; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if check_finite:
+        for name, x in (("q", q), ("k", k), ("v", v)):
+            if not torch.isfinite(x).all():
+                raise FloatingPointError(
+                    f"attention input {name} holds NaN or inf; the layer before attention "
+                    "diverged (lower the learning rate or check the input data)"
+                )
+
+
+class KVCache(NamedTuple):
+    """Keys and values seen so far (B, H, T, D): what softmax attention must keep."""
+
+    k: Tensor
+    v: Tensor
+
+    @property
+    def offset(self) -> int:
+        return self.k.shape[-2]
+
+
+class SoftmaxAttention(nn.Module):
+    """Exact softmax attention through scaled_dot_product_attention (FlashAttention on GPU)."""
+
+    def __init__(self, num_heads: int, head_dim: int, causal: bool = True, check_finite: bool = True) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
+        self.check_finite = check_finite
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cache: KVCache | None = None,
+        key_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, KVCache]:
+        check_qkv(q, k, v, self.check_finite)
+        if cache is not None:
+            k, v = torch.cat([cache.k, k], dim=-2), torch.cat([cache.v, v], dim=-2)
+        mask = None
+        if key_padding_mask is not None:
+            mask = key_padding_mask.bool()[:, None, None, :]
+        if self.causal and (cache is not None or mask is not None):
+            causal = causal_mask(q.shape[-2], k.shape[-2], q.device)
+            mask = causal if mask is None else mask & causal
+        is_causal = self.causal and mask is None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return out, KVCache(k, v)
+
+
+class LinearAttention(nn.Module):
+    """Linear attention with a feature map: y = phi(q) S / (phi(q) z + eps).
+
+    ``form`` selects the causal algorithm (all compute the same function): ``chunked``
+    for training and prefill, ``recurrent`` token by token, ``quadratic`` materialised.
+    Non-causal attention has one form.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        feature_map: Callable[..., FeatureMap],
+        causal: bool = True,
+        form: str = "chunked",
+        chunk_size: int = 64,
+        eps: float = DEFAULT_EPS,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"linear attention form must be one of {FORMS}, got {form!r}")
+        self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
+        self.feature_map = feature_map(num_heads=num_heads, head_dim=head_dim)
+        self.form, self.chunk_size, self.eps = form, chunk_size, eps
+        self.check_finite = check_finite
+
+    def features(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+        """phi_q(q), phi_k(k): what distillation trains and the kernels consume."""
+        return self.feature_map(q, k, offset)
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cache: LinearAttentionState | None = None,
+        key_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, LinearAttentionState | None]:
+        check_qkv(q, k, v, self.check_finite)
+        fq, fk = self.features(q, k, cache.offset if cache is not None else 0)
+        if key_padding_mask is not None:
+            fk = fk * key_padding_mask.to(fk.dtype)[:, None, :, None]
+        if not self.causal:
+            return noncausal_linear_attention(fq, fk, v, self.eps), None
+        if self.form == "recurrent" or (cache is not None and q.shape[-2] == 1):
+            return recurrent_linear_attention(fq, fk, v, self.eps, cache)
+        if self.form == "quadratic" and cache is None:
+            out = quadratic_linear_attention(fq, fk, v, causal=True, eps=self.eps)
+            kv = upcast(fk).transpose(-1, -2) @ upcast(v)
+            return out, LinearAttentionState(kv, upcast(fk).sum(-2), q.shape[-2])
+        return chunked_linear_attention(fq, fk, v, self.chunk_size, self.eps, cache)

@@ -1,0 +1,95 @@
+"""Multi-query associative recall (MQAR), generated: no download, deterministic by seed.
+
+A sequence first lists ``num_pairs`` key-value pairs ``k1 v1 k2 v2 ...``, then asks for keys
+again at random later positions; after each query key the model must predict its value.
+Keys and values come from disjoint halves of the vocabulary (token 0 is padding), keys
+and values are distinct within a sequence, and only query positions carry a label
+(others are -100). Accuracy is over query positions.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+PAD = 0
+IGNORE = -100
+
+
+def associative_recall(
+    num_samples: int, vocab_size: int, num_pairs: int, seq_len: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Return (inputs, labels), each (num_samples, seq_len) int64."""
+    num_keys = (vocab_size - 1) // 2
+    num_values = vocab_size - 1 - num_keys
+    if num_pairs > min(num_keys, num_values):
+        raise ValueError(
+            f"num_pairs={num_pairs} needs at least {num_pairs} distinct keys and values, but "
+            f"vocab_size={vocab_size} gives {num_keys} keys; raise vocab_size or lower num_pairs"
+        )
+    if seq_len < 4 * num_pairs:
+        raise ValueError(
+            f"seq_len={seq_len} cannot hold {num_pairs} pairs and a query for each "
+            f"(needs >= 4 * num_pairs = {4 * num_pairs}); raise seq_len or lower num_pairs"
+        )
+    g = torch.Generator().manual_seed(seed)
+    n, p = num_samples, num_pairs
+    keys = torch.rand(n, num_keys, generator=g).argsort(-1)[:, :p] + 1
+    values = torch.rand(n, num_values, generator=g).argsort(-1)[:, :p] + 1 + num_keys
+    inputs = torch.full((n, seq_len), PAD, dtype=torch.long)
+    labels = torch.full((n, seq_len), IGNORE, dtype=torch.long)
+    inputs[:, 0 : 2 * p : 2], inputs[:, 1 : 2 * p : 2] = keys, values
+
+    # Each key is queried once, in a random order, at a random slot of two tokens
+    # (the query key, then its value, so the sequence stays a valid LM sequence).
+    slots = (seq_len - 2 * p) // 2
+    slot_of_query = torch.rand(n, slots, generator=g).argsort(-1)[:, :p]
+    position = 2 * p + 2 * slot_of_query
+    order = torch.rand(n, p, generator=g).argsort(-1)
+    query_keys, query_values = keys.gather(1, order), values.gather(1, order)
+    inputs.scatter_(1, position, query_keys)
+    inputs.scatter_(1, position + 1, query_values)
+    labels.scatter_(1, position, query_values)
+    return inputs, labels
+
+
+class AssociativeRecallDataModule(pl.LightningDataModule):
+    """Train/val/test splits drawn from disjoint seeds."""
+
+    def __init__(
+        self,
+        vocab_size: int = 64,
+        num_pairs: int = 8,
+        seq_len: int = 64,
+        num_train: int = 20_000,
+        num_val: int = 1_000,
+        num_test: int = 1_000,
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.splits: dict[str, TensorDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        sizes = {"train": hp.num_train, "val": hp.num_val, "test": hp.num_test}
+        for offset, (split, size) in enumerate(sizes.items()):
+            if split not in self.splits:
+                inputs, labels = associative_recall(
+                    size, hp.vocab_size, hp.num_pairs, hp.seq_len, seed=hp.seed * 1000 + offset
+                )
+                self.splits[split] = TensorDataset(inputs, labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.splits["train"], batch_size=self.hparams.batch_size, shuffle=True, drop_last=True
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.splits["val"], batch_size=self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.splits["test"], batch_size=self.hparams.batch_size)

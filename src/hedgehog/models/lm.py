@@ -1,0 +1,101 @@
+"""A small pre-LN decoder-only Transformer whose attention comes from config.
+
+Used for the experiments trained from scratch (associative recall, the small language
+models); pretrained Hugging Face models are converted instead (``hedgehog.models.conversion``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Block(nn.Module):
+    """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        attention: Callable[..., nn.Module],
+        mlp_ratio: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} must be a multiple of num_heads={num_heads}")
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.attn = attention(num_heads=num_heads, head_dim=self.head_dim, causal=True)
+        self.out = nn.Linear(d_model, d_model)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+        b, t, _ = x.shape
+        q, k, v = (
+            self.qkv(self.ln_attn(x)).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )
+        y, cache = self.attn(q, k, v, cache=cache)
+        x = x + self.dropout(self.out(y.transpose(1, 2).reshape(b, t, -1)))
+        return x + self.dropout(self.mlp(self.ln_mlp(x))), cache
+
+
+class TransformerLM(nn.Module):
+    """Token + learned position embeddings, ``num_layers`` blocks, tied output head."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        max_len: int,
+        attention: Callable[..., nn.Module],
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(
+            Block(d_model, num_heads, attention, mlp_ratio, dropout) for _ in range(num_layers)
+        )
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.head.weight = self.embed.weight
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: Tensor, caches: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
+        """Logits (B, T, vocab) and per-layer caches; pass the caches back to continue decoding."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+        offset = caches[0].offset if caches else 0
+        t = input_ids.shape[1]
+        if offset + t > self.max_len:
+            raise ValueError(
+                f"sequence reaches position {offset + t} but the model has max_len={self.max_len}; "
+                "raise model.max_len"
+            )
+        positions = torch.arange(offset, offset + t, device=input_ids.device)
+        x = self.embed(input_ids) + self.pos(positions)
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, cache = block(x, caches[i] if caches else None)
+            new_caches.append(cache)
+        return self.head(self.ln_f(x)), new_caches

@@ -1,0 +1,108 @@
+"""The entry point: compose the config, instantiate, fit, test, record.
+
+python -m hedgehog.train experiment=associative_recall attention=hedgehog seed=1
+python -m hedgehog.train -m experiment=associative_recall attention=softmax,hedgehog
+python -m hedgehog.train experiment=associative_recall ckpt_path=last   # resume a killed run
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hedgehog.results.records import ROOT, code_version, hardware, write_record
+
+CONF_DIR = ROOT / "conf"
+
+
+def _precision() -> str:
+    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+def register_resolvers() -> None:
+    """Resolvers the configs use: the repository root and the precision for this machine."""
+    if not OmegaConf.has_resolver("hedgehog.root"):
+        OmegaConf.register_new_resolver("hedgehog.root", lambda: str(ROOT))
+    if not OmegaConf.has_resolver("hedgehog.precision"):
+        OmegaConf.register_new_resolver("hedgehog.precision", _precision)
+
+
+def _finish_wandb(failed: bool) -> None:
+    """Close the wandb run even when training failed, so the next job of a multirun starts clean."""
+    import sys
+
+    if "wandb" in sys.modules:
+        wandb = sys.modules["wandb"]
+        if wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def _metrics(trainer: pl.Trainer, test_results: list[dict[str, float]]) -> dict[str, float]:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    for result in test_results:
+        metrics.update({k: float(v) for k, v in result.items()})
+    return metrics
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment from a composed config; return its record (also written to disk)."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    task = instantiate(cfg.task)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+    started, failed = time.time(), True
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = "best" if best and not cfg.trainer.get("fast_dev_run") else None
+        test_results = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt)
+        record = {
+            "experiment": cfg.experiment_name,
+            "run_name": cfg.run_name,
+            "attention": cfg.attention_name,
+            "scale": cfg.scale.name,
+            "seed": cfg.seed,
+            "tags": list(cfg.tags),
+            "code_version": code_version(),
+            "hardware": hardware(),
+            "wall_time_s": round(time.time() - started, 2),
+            "global_step": trainer.global_step,
+            "metrics": _metrics(trainer, test_results),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        if trainer.is_global_zero:
+            write_record(Path(cfg.paths.record_dir) / f"{cfg.run_name}.json", record)
+            for logger in trainer.loggers:
+                if isinstance(logger, pl.loggers.WandbLogger):
+                    logger.experiment.summary["record"] = {k: v for k, v in record.items() if k != "config"}
+        failed = False
+        return record
+    finally:
+        _finish_wandb(failed)
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the optimized metric for sweepers."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    record = train(cfg)
+    return record["metrics"].get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

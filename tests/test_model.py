@@ -1,0 +1,72 @@
+"""The small LM: every attention plugs in; prefill + decode equals the full forward."""
+
+from functools import partial
+
+import pytest
+import torch
+
+from hedgehog.attention import (
+    CosFormerFeatureMap,
+    Elu1FeatureMap,
+    HedgehogFeatureMap,
+    LinearAttention,
+    PerformerFeatureMap,
+    SoftmaxAttention,
+    Taylor2FeatureMap,
+)
+from hedgehog.models import TransformerLM
+
+ATTENTIONS = {
+    "softmax": SoftmaxAttention,
+    "hedgehog": partial(LinearAttention, feature_map=HedgehogFeatureMap, chunk_size=8),
+    "hedgehog_exp": partial(
+        LinearAttention, feature_map=partial(HedgehogFeatureMap, form="exp"), chunk_size=8
+    ),
+    "elu1": partial(LinearAttention, feature_map=Elu1FeatureMap, chunk_size=8),
+    "taylor2": partial(LinearAttention, feature_map=Taylor2FeatureMap, chunk_size=8),
+    "performer": partial(LinearAttention, feature_map=partial(PerformerFeatureMap, seed=0), chunk_size=8),
+    "cosformer": partial(LinearAttention, feature_map=partial(CosFormerFeatureMap, max_len=32), chunk_size=8),
+}
+
+
+def model(attention, max_len=32):
+    return TransformerLM(
+        vocab_size=50, d_model=32, num_layers=2, num_heads=4, max_len=max_len, attention=attention
+    ).eval()
+
+
+@pytest.mark.parametrize("name", ATTENTIONS)
+def test_prefill_then_decode_equals_full_forward(name):
+    lm = model(ATTENTIONS[name])
+    ids = torch.randint(0, 50, (2, 21))
+    with torch.no_grad():
+        full, _ = lm(ids)
+        logits, caches = lm(ids[:, :13])
+        steps = [logits]
+        for t in range(13, 21):
+            logits, caches = lm(ids[:, t : t + 1], caches)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ATTENTIONS)
+def test_forward_backward(name):
+    lm = model(ATTENTIONS[name]).train()
+    ids = torch.randint(0, 50, (2, 16))
+    logits, _ = lm(ids)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in lm.parameters() if p.requires_grad)
+
+
+def test_linear_state_does_not_grow_while_kv_cache_does():
+    ids = torch.randint(0, 50, (1, 30))
+    with torch.no_grad():
+        _, linear = model(ATTENTIONS["hedgehog"])(ids)
+        _, soft = model(ATTENTIONS["softmax"])(ids)
+    assert linear[0].kv.shape[-2:] == (16, 8)  # F x D, whatever the length
+    assert soft[0].k.shape[-2] == 30
+
+
+def test_too_long_input_names_max_len():
+    with pytest.raises(ValueError, match="max_len"):
+        model(ATTENTIONS["softmax"], max_len=8)(torch.zeros(1, 9, dtype=torch.long))
