@@ -1,0 +1,64 @@
+"""Table helpers shared by the experiments' table scripts: paper numbers, markdown, LaTeX."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hedgehog.results.records import ROOT
+
+PAPER_RESULTS = ROOT / "experiments" / "paper_results.yaml"
+
+
+def paper_results(section: str) -> dict[str, Any]:
+    """One section of the published numbers (with their provenance) from experiments/paper_results.yaml."""
+    results = yaml.safe_load(PAPER_RESULTS.read_text())
+    if section not in results:
+        raise KeyError(f"no section {section!r} in {PAPER_RESULTS}; sections: {sorted(results)}")
+    return results[section]
+
+
+def mean_spread(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    """'mean ± std (n)' of values times scale; a single value has no spread."""
+    if not values:
+        return ""
+    xs = [v * scale for v in values]
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f} (n=1)"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f} (n={len(xs)})"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: str) -> str:
+    def esc(cell: Any) -> str:
+        text = "" if cell is None else str(cell)
+        return text.replace("±", r"$\pm$").replace("%", r"\%").replace("_", r"\_")
+
+    body = " \\\\\n".join(" & ".join(esc(c) for c in row) for row in rows)
+    return (
+        "\\begin{table}[t]\n\\centering\n"
+        f"\\begin{{tabular}}{{l{'c' * (len(headers) - 1)}}}\n\\toprule\n"
+        + " & ".join(esc(h) for h in headers)
+        + " \\\\\n\\midrule\n"
+        + body
+        + " \\\\\n\\bottomrule\n\\end{tabular}\n"
+        + f"\\caption{{{esc(caption)}}}\n\\end{{table}}\n"
+    )
+
+
+def write_tables(folder: Path, stem: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: str) -> str:
+    """Write <stem>.md and <stem>.tex into folder; return the markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    md = markdown_table(headers, rows)
+    (folder / f"{stem}.md").write_text(f"{caption}\n\n{md}")
+    (folder / f"{stem}.tex").write_text(latex_table(headers, rows, caption))
+    return md
