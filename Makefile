@@ -45,7 +45,7 @@ reproduce-%: install ## one experiment by name: its sweep, then its table (e.g. 
 	$(PY) -m hedgehog.reproduce $* scale=$(SCALE)
 
 tables: install ## regenerate every experiment's table and figures from its records
-	@for e in $(EXPERIMENTS); do $(PY) experiments/$$e/make_table.py || exit 1; done
+	@for e in $(EXPERIMENTS); do $(PY) experiments/$$e/make_table.py --scale $(SCALE) || exit 1; done
 
 clean: ## remove run outputs (keeps .venv and committed records)
 	rm -rf outputs multirun lightning_logs wandb
