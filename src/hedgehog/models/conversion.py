@@ -1,0 +1,297 @@
+"""Conversion of Hugging Face models to the project's attention: the one way to linearise a pretrained model.
+
+How it works. In transformers 5, the attention modules of BERT-family encoders, GPT-2, ViT and
+Llama compute q, k, v with their own projections (and RoPE, for Llama), then call the function
+registered under ``config._attn_implementation`` as ``f(module, query, key, value, attention_mask,
+scaling=..., dropout=...)`` with (batch, heads, tokens, head_dim) tensors, and apply their own
+output projection to the result. ``convert``:
+
+- attaches one project attention module (``LinearAttention`` with any feature map, or
+  ``SoftmaxAttention``), wrapped in ``ConvertedAttention``, as the child ``converted_attention`` of
+  every self-attention module listed in ``ATTENTION_CLASSES`` for the model's type;
+- registers the attention function ``"hedgehog"`` (and its mask function) with transformers and
+  switches the model to it, so each attention module calls its own ``converted_attention``.
+
+Nothing else changes: the q/k/v/o projections, embeddings, MLPs and heads keep their pretrained
+weights, and feature maps act on the same q and k the softmax saw (after RoPE for Llama).
+``revert`` removes the attached modules and restores the previous attention implementation.
+
+What trains in each stage (``set_stage``, the two-stage recipe of method.md, Secs. 5-6):
+
+- ``distill``: only feature-map parameters train; every layer outputs its softmax attention
+  (the teacher), so each layer's q and k are exactly the original model's, and records the
+  (q, k) it saw for the attention-distillation loss (``distillation_losses``);
+- ``finetune``: every parameter trains and every layer outputs its converted attention.
+
+Masks: padding reaches the converted attention as a boolean (batch, 1, Tq, Tk) mask (or None);
+causal masking comes from the module's own ``is_causal``. Attention-weight dropout is not applied
+by converted layers (linear attention never forms the weights). When transformers passes a key
+cache (generation), earlier keys and values arrive concatenated before the new ones and the
+converted attention continues from them (linear attention rebuilds its state from the keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from hedgehog.attention import KVCache, LinearAttention, SoftmaxAttention, attention_distillation_loss
+
+ATTN_IMPLEMENTATION = "hedgehog"
+CHILD = "converted_attention"
+STAGES = ("distill", "finetune")
+
+# Self-attention classes that call transformers' attention interface, by config.model_type.
+# Several names per family cover the transformers versions the project runs on.
+ATTENTION_CLASSES: dict[str, tuple[str, ...]] = {
+    "bert": ("BertSelfAttention",),
+    "roberta": ("RobertaSelfAttention",),
+    "xlm-roberta": ("XLMRobertaSelfAttention",),
+    "electra": ("ElectraSelfAttention",),
+    "gpt2": ("GPT2Attention",),
+    "vit": ("ViTSelfAttention", "ViTAttention"),
+    "llama": ("LlamaAttention",),
+}
+
+
+class ConvertedAttention(nn.Module):
+    """The project attention of one converted layer, plus the softmax teacher on the same q, k.
+
+    ``teacher_forward`` makes the layer output softmax attention (stage 1); ``record`` keeps the
+    last (q, k, key_padding_mask) it saw, detached, for the distillation loss and the analyses.
+    """
+
+    def __init__(self, attention: nn.Module, num_heads: int, head_dim: int, causal: bool) -> None:
+        super().__init__()
+        self.attention = attention
+        self.teacher = SoftmaxAttention(num_heads=num_heads, head_dim=head_dim, causal=causal)
+        self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
+        self.teacher_forward = False
+        self.record = False
+        self.recorded: tuple[Tensor, Tensor, Tensor | None] | None = None
+
+    @property
+    def is_linear(self) -> bool:
+        return isinstance(self.attention, LinearAttention)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """q (B, H, Tq, D); k, v (B, Hkv, Tk, D); returns (B, H, Tq, D)."""
+        if k.shape[1] != q.shape[1]:  # grouped-query attention: share each kv head across its group
+            groups = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        key_padding_mask = _key_padding_mask(attention_mask, k.shape[-2])
+        if self.record:
+            self.recorded = (q.detach(), k.detach(), key_padding_mask)
+        attention = self.teacher if self.teacher_forward else self.attention
+        past = k.shape[-2] - q.shape[-2]
+        if past == 0:
+            return attention(q, k, v, key_padding_mask=key_padding_mask)[0]
+        if not self.causal or past < 0:
+            raise ValueError(
+                f"converted self-attention got {q.shape[-2]} queries and {k.shape[-2]} keys; only causal "
+                "models with a key cache (queries = the last keys) may differ"
+            )
+        past_mask, new_mask = (
+            (None, None) if key_padding_mask is None else key_padding_mask.split([past, q.shape[-2]], -1)
+        )
+        k_past, k_new = k.split([past, q.shape[-2]], dim=-2)
+        v_past, v_new = v.split([past, q.shape[-2]], dim=-2)
+        if isinstance(attention, SoftmaxAttention):
+            if (
+                key_padding_mask is not None
+            ):  # SoftmaxAttention masks keys of the cache and the new tokens together
+                new_mask = key_padding_mask
+            return attention(q, k_new, v_new, cache=KVCache(k_past, v_past), key_padding_mask=new_mask)[0]
+        _, state = attention(k_past, k_past, v_past, key_padding_mask=past_mask)
+        return attention(q, k_new, v_new, cache=state, key_padding_mask=new_mask)[0]
+
+
+def _key_padding_mask(attention_mask: Tensor | None, num_keys: int) -> Tensor | None:
+    """(B, Tk) bool, True for keys to attend to, from transformers' 4D mask (the last query row sees them all)."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 4 or attention_mask.shape[-1] != num_keys:
+        raise ValueError(
+            f"expected a (batch, 1, queries, {num_keys}) attention mask from transformers, got shape "
+            f"{tuple(attention_mask.shape)}"
+        )
+    last_row = attention_mask[:, 0, -1, :]
+    return last_row if last_row.dtype == torch.bool else last_row == 0
+
+
+def _hedgehog_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """The function transformers calls: delegates to the module's converted attention; (B, T, H, D) out."""
+    converted = getattr(module, CHILD, None)
+    if converted is None:
+        raise RuntimeError(
+            f"{type(module).__name__} runs attn_implementation={ATTN_IMPLEMENTATION!r} but has no "
+            f"{CHILD}; convert the model with hedgehog.models.conversion.convert(model, attention)"
+        )
+    return converted(query, key, value, attention_mask).transpose(1, 2).contiguous(), None
+
+
+# Masks as for sdpa: boolean, or None where only causality is needed (it comes from the module).
+AttentionInterface.register(ATTN_IMPLEMENTATION, _hedgehog_attention)
+AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+
+
+def attention_modules(model: PreTrainedModel) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every self-attention module ``convert`` swaps in this model."""
+    model_type = model.config.model_type
+    if model_type not in ATTENTION_CLASSES:
+        raise ValueError(
+            f"conversion supports model types {sorted(ATTENTION_CLASSES)}, got {model_type!r}; add its "
+            "self-attention class to hedgehog.models.conversion.ATTENTION_CLASSES if it calls "
+            "transformers' attention interface"
+        )
+    names = ATTENTION_CLASSES[model_type]
+    for name, module in model.named_modules():
+        if type(module).__name__ in names and not getattr(module, "is_cross_attention", False):
+            yield name, module
+
+
+def _heads_and_dim(module: nn.Module) -> tuple[int, int]:
+    heads = getattr(module, "num_heads", None) or getattr(module, "num_attention_heads", None)
+    heads = heads or module.config.num_attention_heads
+    head_dim = getattr(module, "head_dim", None) or module.attention_head_size
+    return int(heads), int(head_dim)
+
+
+def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list[str]:
+    """Swap every self-attention of ``model`` for ``attention(num_heads=, head_dim=, causal=)``, in place.
+
+    ``attention`` is a project attention constructor (the Hydra partial from conf/attention/).
+    Pretrained q/k/v/o weights are kept; returns the names of the converted modules.
+    """
+    if getattr(model, "hedgehog_previous_attn", None) is not None:
+        raise ValueError("model is already converted; call revert(model) before converting it again")
+    converted = []
+    for name, module in attention_modules(model):
+        heads, head_dim = _heads_and_dim(module)
+        scaling = getattr(module, "scaling", head_dim**-0.5)
+        if abs(scaling - head_dim**-0.5) > 1e-9:
+            raise ValueError(
+                f"{name} scales scores by {scaling}, but the project's attention assumes 1/sqrt(head_dim) = "
+                f"{head_dim**-0.5}; convert models with the standard scaling (e.g. GPT-2 without "
+                "scale_attn_by_inverse_layer_idx)"
+            )
+        causal = bool(getattr(module, "is_causal", False))
+        project = attention(num_heads=heads, head_dim=head_dim, causal=causal)
+        module.add_module(CHILD, ConvertedAttention(project, heads, head_dim, causal))
+        converted.append(name)
+    if not converted:
+        raise ValueError(
+            f"found no self-attention of classes {ATTENTION_CLASSES[model.config.model_type]} in "
+            f"{type(model).__name__}; this transformers version names them differently: update ATTENTION_CLASSES"
+        )
+    model.hedgehog_previous_attn = model.config._attn_implementation
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    set_stage(model, "finetune")
+    return converted
+
+
+def revert(model: PreTrainedModel) -> PreTrainedModel:
+    """Undo ``convert``: remove the converted attentions and restore the previous attention implementation."""
+    previous = getattr(model, "hedgehog_previous_attn", None)
+    if previous is None:
+        raise ValueError("model was not converted (no hedgehog_previous_attn); nothing to revert")
+    for _, module in attention_modules(model):
+        delattr(module, CHILD)
+    model.set_attn_implementation(previous)
+    model.hedgehog_previous_attn = None
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def converted_layers(model: nn.Module) -> list[ConvertedAttention]:
+    """The converted attentions of a model, in layer order."""
+    layers = [m for m in model.modules() if isinstance(m, ConvertedAttention)]
+    if not layers:
+        raise ValueError("model has no converted attention; call convert(model, attention) first")
+    return layers
+
+
+def feature_map_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters of the feature maps (what stage 1 trains), by name."""
+    return {n: p for n, p in model.named_parameters() if f"{CHILD}.attention.feature_map." in n}
+
+
+def set_stage(model: nn.Module, stage: str) -> dict[str, int]:
+    """Freeze and route for one stage of the recipe; returns the trainable and frozen parameter counts."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    trainable = set(feature_map_parameters(model)) if stage == "distill" else None
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable is None or name in trainable)
+    for layer in converted_layers(model):
+        layer.teacher_forward = layer.record = stage == "distill"
+        layer.recorded = None
+    counts = {"trainable": 0, "frozen": 0}
+    for p in model.parameters():
+        counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+    return counts
+
+
+def feature_map_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The trained part of stage 1 (feature-map parameters and buffers), to save and load alone."""
+    return {
+        k: v.detach().clone() for k, v in model.state_dict().items() if f"{CHILD}.attention.feature_map." in k
+    }
+
+
+def load_feature_maps(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load feature maps saved by ``feature_map_state_dict`` into a model converted with the same attention."""
+    expected = set(feature_map_state_dict(model))
+    if set(state) != expected:
+        raise ValueError(
+            f"feature maps do not match the converted model: missing {sorted(expected - set(state))[:4]}, "
+            f"unexpected {sorted(set(state) - expected)[:4]}; convert with the attention used in stage 1"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
+    """Attention-distillation loss of every converted linear layer, from the q, k recorded in the last forward.
+
+    Averaged over (batch, head, real query row): padded positions are left out of teacher and student.
+    """
+    losses = []
+    for i, layer in enumerate(converted_layers(model)):
+        if not layer.is_linear:
+            continue
+        if layer.recorded is None:
+            raise RuntimeError(
+                f"converted layer {i} recorded no q, k; call set_stage(model, 'distill') and run a forward first"
+            )
+        q, k, mask = layer.recorded
+        fq, fk = layer.attention.features(q, k)
+        if mask is None or bool(mask.all()):
+            losses.append(attention_distillation_loss(q, k, fq, fk, causal=layer.causal, loss=loss))
+            continue
+        total, rows = q.new_zeros((), dtype=torch.float32), 0
+        for b in range(q.shape[0]):
+            keep = mask[b]
+            n = int(keep.sum())
+            if n == 0:
+                continue
+            sel = (t[b : b + 1, :, keep] for t in (q, k, fq, fk))
+            total = total + n * attention_distillation_loss(*sel, causal=layer.causal, loss=loss)
+            rows += n
+        losses.append(total / max(rows, 1))
+    if not losses:
+        raise ValueError("distillation needs linear attention, but every converted layer is softmax")
+    return losses

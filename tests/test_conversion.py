@@ -1,0 +1,249 @@
+"""Conversion of Hugging Face models: parity with softmax, reversibility, causality, stages (tiny random models)."""
+
+from functools import partial
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+from hedgehog.attention import (
+    Elu1FeatureMap,
+    HedgehogFeatureMap,
+    LinearAttention,
+    PerformerFeatureMap,
+    SoftmaxAttention,
+    T2RFeatureMap,
+)
+from hedgehog.models.conversion import (
+    convert,
+    converted_layers,
+    distillation_losses,
+    feature_map_parameters,
+    feature_map_state_dict,
+    load_feature_maps,
+    revert,
+    set_stage,
+)
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
+def tiny_bert(num_labels: int = 3) -> BertForSequenceClassification:
+    config = BertConfig(vocab_size=100, num_labels=num_labels, attn_implementation="eager", **SMALL)
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_gpt2() -> GPT2LMHeadModel:
+    config = GPT2Config(
+        vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    config._attn_implementation = "eager"
+    return GPT2LMHeadModel(config).eval()
+
+
+def padded_batch(batch: int = 3, length: int = 10) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1, 100, (batch, length))
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def hedgehog_attention():
+    return partial(LinearAttention, feature_map=HedgehogFeatureMap)
+
+
+def _tiny_models():
+    ids = torch.randint(1, 100, (2, 9))
+    return {
+        "bert": (tiny_bert, padded_batch()),
+        "roberta": (
+            lambda: RobertaForSequenceClassification(
+                RobertaConfig(vocab_size=100, attn_implementation="eager", **SMALL)
+            ).eval(),
+            {"input_ids": ids.clamp(max=97) + 2, "attention_mask": torch.ones_like(ids)},
+        ),
+        "gpt2": (tiny_gpt2, padded_batch()),
+        "vit": (
+            lambda: ViTForImageClassification(
+                ViTConfig(image_size=16, patch_size=4, num_channels=1, attn_implementation="eager", **SMALL)
+            ).eval(),
+            {"pixel_values": torch.randn(2, 1, 16, 16)},
+        ),
+        "llama": (  # grouped-query attention, RoPE before the attention function
+            lambda: LlamaForCausalLM(
+                LlamaConfig(vocab_size=100, num_key_value_heads=2, attn_implementation="eager", **SMALL)
+            ).eval(),
+            {"input_ids": ids},
+        ),
+    }
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "vit", "llama"])
+def test_softmax_conversion_reproduces_logits_and_reverts(family):
+    build, inputs = _tiny_models()[family]
+    model = build()
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        names = convert(model, SoftmaxAttention)
+        assert len(names) == 2
+        converted = model(**inputs).logits
+        revert(model)
+        reverted = model(**inputs).logits
+    keep = inputs["attention_mask"].bool() if family == "gpt2" else ...
+    torch.testing.assert_close(converted[keep], reference[keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reverted, reference, atol=0, rtol=0)
+    assert not any("converted_attention" in n for n, _ in model.named_modules())
+
+
+def test_conversion_keeps_pretrained_weights_and_adds_only_feature_maps():
+    model = tiny_bert()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    convert(model, hedgehog_attention())
+    after = dict(model.named_parameters())
+    added = set(after) - set(before)
+    assert added == set(feature_map_parameters(model))
+    assert all(torch.equal(after[n], p) for n, p in before.items())
+
+
+def test_converted_bert_runs_forward_backward_with_padding():
+    model = tiny_bert()
+    convert(model, partial(LinearAttention, feature_map=Elu1FeatureMap))
+    model.train()
+    batch = padded_batch()
+    out = model(**batch, labels=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert model.bert.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_padding_does_not_change_real_tokens_of_linear_bert():
+    model = tiny_bert()
+    convert(model, hedgehog_attention())
+    ids = torch.randint(1, 100, (1, 6))
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1] * 6 + [0] * 4])
+    with torch.no_grad():
+        short = model.bert(input_ids=ids).last_hidden_state
+        long = model.bert(input_ids=padded, attention_mask=mask).last_hidden_state[:, :6]
+    torch.testing.assert_close(long, short, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_gpt2_linear_prefix_is_independent_of_later_tokens():
+    model = tiny_gpt2()
+    convert(model, hedgehog_attention())
+    ids = torch.randint(1, 100, (2, 12))
+    changed = ids.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % 100
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, model(input_ids=changed).logits
+    torch.testing.assert_close(a[:, :7], b[:, :7], atol=1e-6, rtol=1e-6)
+    assert (a[:, 7:] - b[:, 7:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "attention", [SoftmaxAttention, partial(LinearAttention, feature_map=Elu1FeatureMap)]
+)
+def test_gpt2_decoding_with_the_key_cache_matches_the_full_forward(attention):
+    model = tiny_gpt2()
+    convert(model, attention)
+    ids = torch.randint(1, 100, (1, 6))
+    with torch.no_grad():
+        out = model.generate(
+            ids, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+        full = model(input_ids=out.sequences).logits
+    step_logits = torch.stack(out.logits, dim=1)
+    torch.testing.assert_close(step_logits, full[:, 5:-1], atol=1e-4, rtol=1e-4)
+
+
+def test_stages_freeze_and_route():
+    model = tiny_bert()
+    convert(model, hedgehog_attention())
+    counts = set_stage(model, "distill")
+    maps = feature_map_parameters(model)
+    assert counts["trainable"] == sum(p.numel() for p in maps.values())
+    assert all(p.requires_grad == (n in maps) for n, p in model.named_parameters())
+    assert all(layer.teacher_forward for layer in converted_layers(model))
+    counts = set_stage(model, "finetune")
+    assert counts["frozen"] == 0
+    assert not any(layer.teacher_forward or layer.record for layer in converted_layers(model))
+    with pytest.raises(ValueError, match="stage must be one of"):
+        set_stage(model, "pretrain")
+
+
+def test_distill_stage_outputs_softmax_and_trains_only_feature_maps():
+    model = tiny_bert()
+    batch = padded_batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    convert(model, hedgehog_attention())
+    set_stage(model, "distill")
+    logits = model(**batch).logits
+    torch.testing.assert_close(logits.detach(), reference, atol=1e-5, rtol=1e-5)
+    losses = distillation_losses(model)
+    assert len(losses) == 2
+    torch.stack(losses).mean().backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads == set(feature_map_parameters(model))
+
+
+def test_distillation_leaves_padding_out():
+    """The loss of a padded sequence equals the loss of the same sequence unpadded."""
+    model = tiny_bert()
+    convert(model, hedgehog_attention())
+    set_stage(model, "distill")
+    ids = torch.randint(1, 100, (1, 6))
+    with torch.no_grad():
+        model(input_ids=ids)
+        short = distillation_losses(model)
+        padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+        model(input_ids=padded, attention_mask=torch.tensor([[1] * 6 + [0] * 4]))
+        long = distillation_losses(model)
+    torch.testing.assert_close(torch.stack(long), torch.stack(short), atol=1e-5, rtol=1e-5)
+
+
+def test_feature_map_state_dict_round_trips_between_models():
+    source, target = tiny_bert(), tiny_bert()
+    for model in (source, target):
+        convert(model, partial(LinearAttention, feature_map=T2RFeatureMap))
+    state = feature_map_state_dict(source)
+    assert state and all("feature_map" in k for k in state)
+    load_feature_maps(target, state)
+    for k, v in feature_map_state_dict(target).items():
+        assert torch.equal(v, state[k])
+    other = tiny_bert()
+    convert(other, hedgehog_attention())
+    with pytest.raises(ValueError, match="do not match"):
+        load_feature_maps(other, state)
+
+
+def test_conversion_errors_are_clear():
+    model = tiny_bert()
+    convert(model, partial(LinearAttention, feature_map=PerformerFeatureMap))
+    with pytest.raises(ValueError, match="already converted"):
+        convert(model, SoftmaxAttention)
+    revert(model)
+    with pytest.raises(ValueError, match="not converted"):
+        revert(model)
+    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, scale_attn_by_inverse_layer_idx=True)
+    with pytest.raises(ValueError, match="1/sqrt"):
+        convert(GPT2LMHeadModel(config), SoftmaxAttention)
+    softmax_model = tiny_bert()
+    convert(softmax_model, SoftmaxAttention)
+    set_stage(softmax_model, "distill")
+    softmax_model(**padded_batch())
+    with pytest.raises(ValueError, match="every converted layer is softmax"):
+        distillation_losses(softmax_model)
+    assert len(converted_layers(softmax_model)) == 2
