@@ -45,6 +45,14 @@ def _finish_wandb(failed: bool) -> None:
             wandb.finish(exit_code=1 if failed else 0)
 
 
+def _save_final_state(trainer: pl.Trainer) -> None:
+    """Make last.ckpt hold the final state (periodic saves may predate the last steps)."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.save_last and callback.dirpath and not trainer.fast_dev_run:
+            trainer.save_checkpoint(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}.ckpt")
+            return
+
+
 def _metrics(trainer: pl.Trainer, test_results: list[dict[str, float]]) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     for result in test_results:
@@ -65,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started, failed = time.time(), True
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        _save_final_state(trainer)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt = "best" if best and not cfg.trainer.get("fast_dev_run") else None
         test_results = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt)

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from hedgehog.data.loading import ResumableLoader
+
 PAD = 0
 IGNORE = -100
 
@@ -83,10 +85,13 @@ class AssociativeRecallDataModule(pl.LightningDataModule):
                 )
                 self.splits[split] = TensorDataset(inputs, labels)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.splits["train"], batch_size=self.hparams.batch_size, shuffle=True, drop_last=True
-        )
+    def train_dataloader(self) -> ResumableLoader:
+        loader = ResumableLoader(self.splits["train"], self.hparams.batch_size, self.hparams.seed)
+        trainer = self.trainer
+        if trainer is not None:
+            loader.batches_done = lambda: trainer.global_step * trainer.accumulate_grad_batches
+            loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["val"], batch_size=self.hparams.batch_size)
