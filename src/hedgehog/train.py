@@ -53,11 +53,8 @@ def _save_final_state(trainer: pl.Trainer) -> None:
             return
 
 
-def _metrics(trainer: pl.Trainer, test_results: list[dict[str, float]]) -> dict[str, float]:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    for result in test_results:
-        metrics.update({k: float(v) for k, v in result.items()})
-    return metrics
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -74,9 +71,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         _save_final_state(trainer)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        ckpt = "best" if best and not cfg.trainer.get("fast_dev_run") else None
-        test_results = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt)
+        metrics = _scalars(trainer.callback_metrics)  # final train/val metrics, before test resets them
+        best = trainer.checkpoint_callback
+        if best is not None and best.best_model_score is not None:
+            metrics[f"best/{best.monitor}"] = float(best.best_model_score)
+        ckpt = (
+            "best"
+            if best is not None and best.best_model_path and not cfg.trainer.get("fast_dev_run")
+            else None
+        )
+        for result in trainer.test(task, datamodule=datamodule, ckpt_path=ckpt):
+            metrics.update(_scalars(result))
         record = {
             "experiment": cfg.experiment_name,
             "run_name": cfg.run_name,
@@ -86,9 +91,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "tags": list(cfg.tags),
             "code_version": code_version(),
             "hardware": hardware(),
+            "world_size": trainer.world_size,
             "wall_time_s": round(time.time() - started, 2),
             "global_step": trainer.global_step,
-            "metrics": _metrics(trainer, test_results),
+            "metrics": metrics,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         if trainer.is_global_zero:

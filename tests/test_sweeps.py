@@ -1,0 +1,39 @@
+"""Sweeps: the Optuna search runs trials and reports the best parameters."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .pipeline import TINY_AR
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_trials(tmp_path):
+    overrides = [
+        "experiment=associative_recall",
+        "sweep=hedgehog_optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "logger=csv",
+        f"paths.log_dir={tmp_path}",
+        *TINY_AR,
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hedgehog.train", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = yaml.safe_load(
+        (tmp_path / "associative_recall" / "optuna" / "optimization_results.yaml").read_text()
+    )
+    assert set(summary["best_params"]) == {"task.optimizer.lr", "attention.feature_map.feature_dim_half"}
+    assert 0.0 <= summary["best_value"] <= 1.0
+    assert len(list((tmp_path / "associative_recall" / "optuna" / "records").glob("*.json"))) == 2
