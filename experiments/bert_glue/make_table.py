@@ -1,0 +1,199 @@
+"""Tables 1 and 3 and the GLUE table of the finetuned-conversion experiment, from its run records.
+
+Reads experiments/bert_glue/records/<scale>/*.json (and, for Table 3's AR column,
+experiments/associative_recall/records/<scale>/*.json when present); writes markdown and LaTeX to
+experiments/bert_glue/tables/<scale>/ with the published numbers beside ours.
+
+    python experiments/bert_glue/make_table.py --scale embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hedgehog.results import load_records, mean_spread, paper_results, write_tables
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+# Table 1's rows, in the paper's order; the record's attention name -> the paper's row key
+TABLE1_ROWS = {
+    "softmax": ("BERT-FT (softmax)", "softmax"),
+    "elu1": ("1 + ELU", "elu1"),
+    "relu": ("ReLU", "relu"),
+    "performer": ("Performer", "performer"),
+    "cosformer": ("cosFormer", "cosformer"),
+    "exp_t": ("exp(t = 1)", "exp_t1"),
+    "exp_t2": ("exp(t = 2)", "exp_t2"),
+    "taylor2": ("Taylor-2", "taylor2"),
+    "t2r": ("T2R (end to end)", None),
+    "t2r_hh": ("T2R-HH (distilled T2R map)", None),
+    "hedgehog": ("Hedgehog", "hedgehog"),
+}
+TABLE3_ROWS = ("softmax", "taylor2", "hedgehog")
+GLUE_COLUMNS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+
+
+def scale_settings(scale: str) -> dict[str, Any]:
+    """The experiment's per-scale settings (task lists) from its experiment_scale config."""
+    cfg = yaml.safe_load((ROOT / "conf" / "experiment_scale" / "bert_glue" / f"{scale}.yaml").read_text())
+    settings = cfg["bert_glue"]
+    return {
+        "tasks": settings["tasks"].split(","),
+        "feature_map_task": settings["feature_map_task"],
+    }
+
+
+def scores(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+    """test/score per (attention, task), one value per seed."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        out[(r["attention"], r["config"]["data"]["task"])].append(r["metrics"]["test/score"])
+    return out
+
+
+def recover(row: dict[str, float], reference: dict[str, float], tasks: list[str]) -> float | None:
+    """100 x mean(row) / mean(reference) over tasks both have; None if a task is missing."""
+    if not all(t in row and t in reference for t in tasks):
+        return None
+    return 100.0 * statistics.mean(row[t] for t in tasks) / statistics.mean(reference[t] for t in tasks)
+
+
+def ar_column(scale: str) -> dict[str, str]:
+    """Associative-recall test accuracy per attention, at the hardest setting recorded for all of Table 3's rows."""
+    folder = ROOT / "experiments" / "associative_recall" / "records" / scale
+    if not folder.exists():
+        return {}
+    groups: dict[tuple[int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in load_records([folder], experiment="associative_recall"):
+        data = r["config"]["data"]
+        if "test/acc" in r["metrics"]:
+            groups[(data["num_pairs"], data["seq_len"])][r["attention"]].append(r["metrics"]["test/acc"])
+    shared = [k for k, by in groups.items() if all(a in by for a in TABLE3_ROWS)]
+    if not shared:
+        return {}
+    pairs, length = max(shared)
+    return {
+        a: f"{mean_spread(groups[(pairs, length)][a], scale=100)} [{pairs} pairs, {length} tokens]"
+        for a in TABLE3_ROWS
+    }
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def main(scale: str) -> None:
+    records = load_records([HERE / "records" / scale], experiment="bert_glue")
+    if not records:
+        raise SystemExit(
+            f"no bert_glue records under {HERE / 'records' / scale}; run `make reproduce-bert-glue SCALE={scale}` first"
+        )
+    settings = scale_settings(scale)
+    tasks, main_task = settings["tasks"], settings["feature_map_task"]
+    by_key = scores(records)
+    means = {k: statistics.mean(v) for k, v in by_key.items()}
+    out = HERE / "tables" / scale
+    hardware = sorted({r["hardware"] for r in records})
+    wall = sum(r["wall_time_s"] for r in records)
+    footer = (
+        f"{len(records)} runs, {wall / 60:.1f} min of training and testing in all, on {', '.join(hardware)}."
+    )
+
+    published = paper_results("associative_recall_and_bert_cola")["rows"]
+    rows = []
+    for name, (label, paper_key) in TABLE1_ROWS.items():
+        ours = by_key.get((name, main_task), [])
+        paper = published.get(paper_key, {}).get("cola") if paper_key else None
+        rec = (
+            100.0 * means[(name, main_task)] / means[("softmax", main_task)]
+            if ours and ("softmax", main_task) in means
+            else None
+        )
+        rows.append([label, mean_spread(ours), fmt(rec), fmt(paper)])
+    md1 = write_tables(
+        out,
+        "table1",
+        [
+            "feature map",
+            f"ours: {main_task} (test score, mean ± std over seeds)",
+            "ours: % of BERT-FT",
+            "paper: CoLA MCC",
+        ],
+        rows,
+        f"Table 1: conversion of a finetuned BERT ({scale} scale) by feature map. {footer}",
+    )
+
+    ar = ar_column(scale)
+    rows = []
+    for name in TABLE3_ROWS:
+        label, paper_key = TABLE1_ROWS[name]
+        paper = published[paper_key]
+        rows.append(
+            [
+                label,
+                ar.get(name, "not recorded"),
+                fmt(paper.get("ar")),
+                mean_spread(by_key.get((name, main_task), [])),
+                fmt(paper.get("cola")),
+            ]
+        )
+    md3 = write_tables(
+        out,
+        "table3",
+        ["attention", "ours: AR accuracy", "paper: AR", f"ours: {main_task}", "paper: CoLA MCC"],
+        rows,
+        f"Table 3: Hedgehog vs Taylor-2 vs softmax ({scale} scale); AR from experiments/associative_recall/records. {footer}",
+    )
+
+    attentions = [a for a in TABLE1_ROWS if all((a, t) in by_key for t in tasks)]
+    softmax = {t: means[("softmax", t)] for t in tasks if ("softmax", t) in means}
+    glue_published = paper_results("glue_finetuned_conversion")["rows"]
+    rows = []
+    for a in attentions:
+        row = {t: means[(a, t)] for t in tasks}
+        seeds = min(len(by_key[(a, t)]) for t in tasks)
+        paper = glue_published.get(a, {}).get("recover")
+        rows.append(
+            [
+                TABLE1_ROWS[a][0],
+                *(mean_spread(by_key[(a, t)]) for t in tasks),
+                fmt(recover(row, softmax, tasks)),
+                fmt(paper),
+                seeds,
+            ]
+        )
+    mdg = write_tables(
+        out,
+        "glue",
+        ["model", *tasks, "ours: % recover", "paper: % recover", "seeds"],
+        rows,
+        f"GLUE table ({scale} scale): test score per task (x100), % recover = 100 x mean(converted) / mean(BERT-FT). {footer}",
+    )
+    paper_rows = [
+        [
+            TABLE1_ROWS[n][0],
+            *(fmt(glue_published[n].get(c)) for c in GLUE_COLUMNS),
+            fmt(glue_published[n]["recover"]),
+        ]
+        for n in ("softmax", "hedgehog")
+    ]
+    mdp = write_tables(
+        out,
+        "glue_paper",
+        ["paper (BERT-base)", *GLUE_COLUMNS, "% recover"],
+        paper_rows,
+        "GLUE table as published (BERT-base finetuned per task; dev sets).",
+    )
+    print(md1, md3, mdg, mdp, sep="\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="embedded", choices=["embedded", "paper"])
+    main(parser.parse_args().scale)

@@ -1,0 +1,224 @@
+"""Finetuned conversion of a pretrained encoder (method.md, Secs. 5-6), in one Lightning run of two stages.
+
+Stage 1 (``distill_steps`` steps): attention distillation. Only the feature maps train, with one
+AdamW over all of them, on the layer-averaged distillation loss against each layer's own softmax
+attention on the same q, k; the layers output softmax, so every layer sees the original model's
+inputs. Skipped when the feature maps have no parameters (1+ELU, ReLU, Performer, cosFormer,
+exp(t), Taylor-2: nothing to distil) or when ``distill_steps`` is 0 (T2R, trained end to end).
+Stage 2 (``finetune_steps`` steps): every weight trains on the task loss (cross-entropy, or MSE
+for a one-output regression task such as STS-B).
+
+The model is built in ``configure_model`` from a constructor taking ``num_labels``
+(``hedgehog.models.pretrained.sequence_classifier``), with the number the datamodule reports.
+Evaluation logs the task's metrics (``<split>/<metric>``, x100) and ``<split>/score``, their mean
+(GLUE's per-task score). ``save_weights`` writes the finetuned model's weights, without feature
+maps: what the softmax run (BERT-FT) hands to the conversions. ``save_feature_maps`` writes the
+trained feature maps at the end (and, with ``feature_map_snapshots``, after those steps as
+``<stem>-step<N>.pt``), for the analyses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.functional import (
+    f1_score,
+    matthews_corrcoef,
+    pearson_corrcoef,
+    spearman_corrcoef,
+)
+
+from hedgehog.models.conversion import (
+    CHILD,
+    distillation_losses,
+    feature_map_parameters,
+    feature_map_state_dict,
+    set_stage,
+)
+from hedgehog.tasks.language_modeling import warmup_cosine
+
+
+def task_metrics(
+    names: tuple[str, ...], predictions: Tensor, labels: Tensor, num_labels: int
+) -> dict[str, float]:
+    """GLUE's metrics x100: accuracy, binary F1, Matthews correlation, Pearson and Spearman (regression)."""
+    out = {}
+    for name in names:
+        if name == "accuracy":
+            value = (predictions == labels).float().mean()
+        elif name == "f1":
+            value = f1_score(predictions, labels, task="binary")
+        elif name == "matthews":
+            task = "binary" if num_labels == 2 else "multiclass"
+            value = matthews_corrcoef(predictions, labels, task=task, num_classes=max(num_labels, 2))
+        elif name == "pearson":
+            value = pearson_corrcoef(predictions.float(), labels.float())
+        elif name == "spearman":
+            value = spearman_corrcoef(predictions.float(), labels.float())
+        else:
+            raise ValueError(f"unknown metric {name!r}; expected accuracy, f1, matthews, pearson or spearman")
+        out[name] = 100.0 * float(value)
+    return out
+
+
+class ConversionTask(pl.LightningModule):
+    """Distil the feature maps (stage 1), then finetune everything on the task (stage 2)."""
+
+    def __init__(
+        self,
+        model: Callable[..., nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        distill_optimizer: Callable[..., torch.optim.Optimizer],
+        distill_steps: int = 0,
+        finetune_steps: int = 100,
+        distill_loss: str = "xent",
+        warmup_steps: int = 0,
+        weight_decay: float = 0.01,
+        gradient_clip_val: float = 1.0,
+        save_weights: str | None = None,
+        save_feature_maps: str | None = None,
+        feature_map_snapshots: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        if distill_steps < 0 or finetune_steps < 0 or distill_steps + finetune_steps == 0:
+            raise ValueError(
+                f"need distill_steps >= 0 and finetune_steps >= 0, not both 0; got {distill_steps}, {finetune_steps}"
+            )
+        self.build_model = model
+        self.model: nn.Module | None = None
+        self.optimizer, self.distill_optimizer = optimizer, distill_optimizer
+        self.distill_steps, self.finetune_steps = distill_steps, finetune_steps
+        self.distill_loss, self.warmup_steps, self.weight_decay = distill_loss, warmup_steps, weight_decay
+        self.gradient_clip_val = gradient_clip_val
+        self.save_weights, self.save_feature_maps = save_weights, save_feature_maps
+        self.feature_map_snapshots = set(feature_map_snapshots)
+        if self.feature_map_snapshots and not save_feature_maps:
+            raise ValueError(
+                "feature_map_snapshots needs save_feature_maps, the path the snapshots are named after"
+            )
+        self.automatic_optimization = False
+        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        datamodule = self.trainer.datamodule
+        self.num_labels, self.metric_names = datamodule.num_labels, tuple(datamodule.metrics)
+        self.model = self.build_model(num_labels=self.num_labels)
+        if not feature_map_parameters(self.model):
+            self.distill_steps = 0
+
+    @property
+    def stage(self) -> str:
+        return "distill" if self.global_step < self.distill_steps else "finetune"
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
+
+    def on_train_start(self) -> None:
+        self.model.train()  # from_pretrained returns the model in eval mode; finetuning uses its dropout
+        set_stage(self.model, self.stage)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        stage = self.stage
+        if stage == "finetune" and self.global_step == self.distill_steps:
+            set_stage(self.model, "finetune")
+        if stage == "distill":
+            self(batch)
+            loss = torch.stack(distillation_losses(self.model, self.distill_loss)).mean()
+        else:
+            loss = self.task_loss(self(batch), batch["labels"])
+        opt, sched = self._stage_optimizer(stage)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        opt.step()
+        sched.step()
+        self.log(f"train/{stage}_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        if self.global_step >= self.distill_steps + self.finetune_steps:
+            self.trainer.should_stop = True
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.global_step in self.feature_map_snapshots and not self.trainer.fast_dev_run:
+            path = Path(self.save_feature_maps)
+            _save(
+                feature_map_state_dict(self.model),
+                str(path.with_name(f"{path.stem}-step{self.global_step}.pt")),
+            )
+
+    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+        logits = self(batch)
+        predictions = logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1)
+        self._outputs[split].append((predictions.detach().cpu(), batch["labels"].cpu()))
+        self.log(f"{split}/loss", self.task_loss(logits, batch["labels"]), on_epoch=True, on_step=False)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        predictions, labels = (torch.cat(x) for x in zip(*self._outputs[split], strict=True))
+        self._outputs[split].clear()
+        metrics = task_metrics(self.metric_names, predictions, labels, self.num_labels)
+        for name, value in metrics.items():
+            self.log(f"{split}/{name}", value)
+        self.log(f"{split}/score", sum(metrics.values()) / len(metrics), prog_bar=True)
+        self.log(f"{split}/distill_steps", float(self.distill_steps))
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def on_fit_end(self) -> None:
+        if self.trainer.fast_dev_run:  # a smoke test hands nothing on
+            return
+        if self.save_weights:
+            weights = {k: v for k, v in self.model.state_dict().items() if f".{CHILD}." not in k}
+            _save(weights, self.save_weights)
+        if self.save_feature_maps:
+            _save(feature_map_state_dict(self.model), self.save_feature_maps)
+
+    def configure_optimizers(self):
+        params = list(self.model.parameters())
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        finetune = self.optimizer(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        )
+        # each schedule steps only in its own stage, so it counts from that stage's first step
+        optimizers = [finetune]
+        schedulers = [warmup_cosine(finetune, self.finetune_steps, self.warmup_steps)]
+        if self.distill_steps:
+            distill = self.distill_optimizer(list(feature_map_parameters(self.model).values()))
+            optimizers.insert(0, distill)
+            schedulers.insert(0, warmup_cosine(distill, self.distill_steps))
+        return optimizers, schedulers
+
+    def _stage_optimizer(self, stage: str):
+        """The optimizer and schedule of a stage (stage 1's exists only when it runs)."""
+        optimizers, schedulers = self.optimizers(), self.lr_schedulers()
+        if not isinstance(optimizers, list):
+            optimizers, schedulers = [optimizers], [schedulers]
+        index = 0 if stage == "distill" else len(optimizers) - 1
+        return optimizers[index], schedulers[index]
+
+
+def _save(state: dict[str, Tensor], path: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, target)
