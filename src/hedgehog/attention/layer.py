@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hedgehog.attention.feature_maps import FeatureMap
+from hedgehog.attention.feature_maps import FeatureMap, HedgehogFeatureMap
 from hedgehog.attention.linear_attention import (
     DEFAULT_EPS,
     LinearAttentionState,
@@ -133,6 +133,10 @@ class LinearAttention(nn.Module):
         key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, LinearAttentionState | None]:
         check_qkv(q, k, v, self.check_finite)
+        if q.is_cuda:
+            fused = self._kernel_forward(q, k, v, cache, key_padding_mask)
+            if fused is not None:
+                return fused
         fq, fk = self.features(q, k, cache.offset if cache is not None else 0)
         if key_padding_mask is not None:
             fk = fk * key_padding_mask.to(fk.dtype)[:, None, :, None]
@@ -145,3 +149,43 @@ class LinearAttention(nn.Module):
             kv = upcast(fk).transpose(-1, -2) @ upcast(v)
             return out, LinearAttentionState(kv, upcast(fk).sum(-2), q.shape[-2])
         return chunked_linear_attention(fq, fk, v, self.chunk_size, self.eps, cache)
+
+    def _kernel_forward(
+        self, q: Tensor, k: Tensor, v: Tensor, cache: LinearAttentionState | None, mask: Tensor | None
+    ) -> tuple[Tensor, LinearAttentionState | None] | None:
+        """The same function through the Triton kernels (half precision on CUDA), else None.
+
+        Hedgehog maps run fused (features computed inside the kernel); other maps compute
+        their features here and share the chunked kernel. A carried state is a constant.
+        """
+        if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[:3] != k.shape[:3]:
+            return None
+        from hedgehog import kernels  # triton is optional; imported only when a kernel runs
+
+        fmap = self.feature_map
+        if not kernels.supported(q.shape[-1], fmap.feature_dim, v.shape[-1]):
+            return None
+        if cache is not None and cache.kv.requires_grad and torch.is_grad_enabled():
+            return None
+        offset = cache.offset if cache is not None else 0
+        state = None if cache is None else (cache.kv, cache.k_sum)
+        hedgehog = isinstance(fmap, HedgehogFeatureMap)
+        if hedgehog:
+            params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+            options = {"form": fmap.form, "temperature": fmap.temperature, "eps": self.eps}
+        else:
+            fq, fk = self.features(q, k, offset)
+            if mask is not None:
+                fk = fk * mask.to(fk.dtype)[:, None, :, None]
+        if state is not None and q.shape[-2] == 1 and self.causal and not torch.is_grad_enabled():
+            if hedgehog:
+                out, new = kernels.hedgehog_decode(q, k, v, *params, state, **options)
+            else:
+                out, new = kernels.linear_attention_decode(fq, fk, v, state, self.eps)
+        elif hedgehog:
+            out, new = kernels.hedgehog_attention(
+                q, k, v, *params, causal=self.causal, state=state, key_padding_mask=mask, **options
+            )
+        else:
+            out, new = kernels.linear_attention(fq, fk, v, causal=self.causal, eps=self.eps, state=state)
+        return out, None if new is None else LinearAttentionState(new[0], new[1], offset + q.shape[-2])

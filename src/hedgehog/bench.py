@@ -1,0 +1,464 @@
+"""Attention efficiency benchmark: SDPA softmax, fla, the PyTorch reference and the fused kernels.
+
+One process, causal attention, forward + backward, a fixed number of tokens per call
+(B = tokens / T) at each length T, for two shapes: GPT-2 (H=12, D=64, F=128, 131,072 tokens)
+and Llama-2 (H=32, D=128, F=256, 65,536 tokens). Before any timing, the fused kernels are
+checked on the GPU against the float64 reference (outputs and every gradient); timings of a
+failed check are not recorded. Ceilings (device copy bandwidth, bf16 matmul rate) are
+measured in the same run; FLOPs and bytes of linear attention are counted here (below).
+
+    python -m hedgehog.bench                 # GPU: full sweep -> experiments/efficiency/
+    python -m hedgehog.bench --table-only    # regenerate the markdown table from the JSON
+
+On a machine without a GPU it times the PyTorch reference at small sizes and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hedgehog.attention import HedgehogFeatureMap, chunked_linear_attention, quadratic_linear_attention
+
+OUT_DIR = Path("experiments/efficiency")
+SHAPES = {
+    "gpt2": {
+        "H": 12,
+        "D": 64,
+        "tokens": 131072,
+        "lengths": [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072],
+    },
+    "llama2": {"H": 32, "D": 128, "tokens": 65536, "lengths": [2048, 4096, 8192, 16384, 32768, 65536]},
+}
+CPU_SHAPES = {
+    "gpt2": {"H": 12, "D": 64, "tokens": 4096, "lengths": [256, 512, 1024]},
+    "llama2": {"H": 32, "D": 128, "tokens": 2048, "lengths": [256, 512, 1024]},
+}
+CHUNK = 64
+METHODS = ("sdpa", "fla", "reference", "fused")
+
+
+# ---------------------------------------------------------------- counting
+
+
+def linear_attention_flops(b: int, h: int, t: int, d: int, f: int) -> float:
+    """Useful FLOPs of causal Hedgehog attention fwd+bwd, chunked form (no recomputation).
+
+    Per token and head, with chunk C, feature dim F = 2 D', value dim D:
+    forward = q, k projections 2 * 2 D D' + intra-chunk scores 2 C F and their product with
+    v 2 C D + inter-chunk read 2 F D + state update 2 F D; backward = twice the attention
+    products, plus the projections' input and weight gradients 2 * 2 * 2 D D'.
+    """
+    dp = f // 2
+    attention = 2 * CHUNK * f + 2 * CHUNK * d + 4 * f * d
+    per_token = 4 * d * dp + attention + 2 * attention + 8 * d * dp
+    return float(b * h * t * per_token)
+
+
+def softmax_attention_flops(b: int, h: int, t: int, d: int) -> float:
+    """FlashAttention's count: causal forward 2 T^2 D per head, backward 2.5x forward."""
+    return 3.5 * 2.0 * b * h * t * t * d
+
+
+def attention_bytes(b: int, h: int, t: int, d: int, elem: int = 2) -> float:
+    """Fewest bytes fwd+bwd must move: read q, k, v, write o; read q, k, v, do, write dq, dk, dv."""
+    return float(11 * b * h * t * d * elem)
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _timer(device: str) -> Callable[[Callable[[], object]], float]:
+    """Median milliseconds of fn: triton.testing.do_bench on CUDA, wall clock on CPU."""
+    if device == "cuda":
+        import triton
+
+        def cuda_time(fn: Callable[[], object]) -> float:
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            once = (time.perf_counter() - start) * 1e3
+            if once > 200:  # slow methods: a few repeats are enough
+                return triton.testing.do_bench(fn, warmup=1, rep=max(1, int(3 * once)), return_mode="median")
+            return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+
+        return cuda_time
+
+    def cpu_time(fn: Callable[[], object]) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return sorted(times)[1]
+
+    return cpu_time
+
+
+def _copy_ms(n: int) -> float:
+    import triton
+
+    x = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    return triton.testing.do_bench(lambda: y.copy_(x), warmup=10, rep=100, return_mode="median")
+
+
+def _matmul_ms(n: int) -> float:
+    import triton
+
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    return triton.testing.do_bench(lambda: a @ b, warmup=10, rep=100, return_mode="median")
+
+
+def measure_ceilings() -> dict[str, float]:
+    """Device copy bandwidth (bytes read + written, 2 GiB buffers) and bf16 matmul rate, random data."""
+    n_copy, n_mm = 2**30, 8192
+    return {
+        "copy_GBps": 2 * 2 * n_copy / _copy_ms(n_copy) / 1e6,
+        "bf16_matmul_TFLOPs": 2 * n_mm**3 / _matmul_ms(n_mm) / 1e9,
+    }
+
+
+# ---------------------------------------------------------------- methods
+
+
+def _hedgehog_map(h: int, d: int, device: str) -> HedgehogFeatureMap:
+    fmap = HedgehogFeatureMap(h, d).to(device)
+    with torch.no_grad():
+        for p in fmap.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return fmap
+
+
+def make_step(method: str, q, k, v, grad_out, fmap) -> Callable[[], None] | None:
+    """One forward + backward of a method on (B, H, T, D) inputs, or None if unavailable."""
+    params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+    if method == "sdpa":
+
+        def run():
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out.backward(grad_out)
+
+    elif method == "reference":
+
+        def run():
+            fq, fk = fmap(q, k)
+            out, _ = chunked_linear_attention(fq, fk, v, chunk_size=CHUNK)
+            out.backward(grad_out)
+
+    elif method == "fused":
+        from hedgehog.kernels import hedgehog_attention
+
+        def run():
+            out, _ = hedgehog_attention(q, k, v, *params)
+            out.backward(grad_out)
+
+    elif method == "fla":
+        try:
+            from fla.ops.linear_attn import chunk_linear_attn
+        except ImportError:
+            return None
+
+        def run():
+            # fla's layout is (B, T, H, F); the feature map runs in PyTorch, fla normalises
+            fq, fk = fmap(q, k)
+            out, _ = chunk_linear_attn(
+                fq.transpose(1, 2).to(q.dtype),
+                fk.transpose(1, 2).to(q.dtype),
+                v.transpose(1, 2),
+                scale=1.0,
+                normalize=True,
+            )
+            out.backward(grad_out.transpose(1, 2))
+
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    return run
+
+
+def check_fused(h: int, d: int, t: int = 1000, b: int = 2) -> dict[str, float]:
+    """Relative errors of the fused kernel vs the float64 reference, fresh inputs, NaN-poisoned memory."""
+    from hedgehog.kernels import hedgehog_attention
+
+    fmap = _hedgehog_map(h, d, "cuda")
+    q, k, v = (
+        torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+    )
+    grad_out = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+    poison = torch.full((2**29,), float("nan"), device="cuda")
+    del poison
+    params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+    out, _ = hedgehog_attention(q, k, v, *params)
+    grads = torch.autograd.grad(out, (q, k, v, *params), grad_out)
+    fm64 = HedgehogFeatureMap(h, d).to("cuda").double()
+    fm64.load_state_dict(fmap.state_dict())
+    refs = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    fq, fk = fm64(refs[0], refs[1])
+    ref = quadratic_linear_attention(fq, fk, refs[2], causal=True)
+    ref_grads = torch.autograd.grad(ref, (*refs, *fm64.parameters()), grad_out.double())
+    names = ("out", "dq", "dk", "dv", "dWq", "dbq", "dWk", "dbk")
+    errors = {}
+    for name, x, r in zip(names, (out, *grads), (ref, *ref_grads), strict=True):
+        x = x.double()
+        errors[name] = float("nan") if not torch.isfinite(x).all() else ((x - r).norm() / r.norm()).item()
+    return errors
+
+
+def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]:
+    time_ms = _timer(device)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    rows = []
+    for shape, cfg in shapes.items():
+        h, d = cfg["H"], cfg["D"]
+        fmap = _hedgehog_map(h, d, device)
+        for t in cfg["lengths"]:
+            b = cfg["tokens"] // t
+            q, k, v = (
+                torch.randn(b, h, t, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)
+            )
+            grad_out = torch.randn(b, h, t, d, device=device, dtype=dtype)
+            for method in methods:
+                row = {"shape": shape, "H": h, "D": d, "F": 2 * d, "T": t, "B": b, "method": method}
+                step = make_step(method, q, k, v, grad_out, fmap)
+                if step is None:
+                    continue
+                try:
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                        torch.cuda.empty_cache()
+                        base = torch.cuda.memory_allocated()
+                        torch.cuda.reset_peak_memory_stats()
+                        step()
+                        torch.cuda.synchronize()
+                        row["peak_extra_GB"] = (torch.cuda.max_memory_allocated() - base) / 1e9
+                    row["fwd_bwd_ms"] = time_ms(step)
+                except torch.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                for x in (q, k, v, *fmap.parameters()):
+                    x.grad = None
+                rows.append(row)
+                print(_row_line(row), flush=True)
+            del q, k, v, grad_out
+    return rows
+
+
+def _row_line(row: dict) -> str:
+    ms = f"{row['fwd_bwd_ms']:.3f} ms" if "fwd_bwd_ms" in row else row.get("error", "")
+    mem = f" peak {row['peak_extra_GB']:.2f} GB" if "peak_extra_GB" in row else ""
+    return f"{row['shape']:7s} T={row['T']:>6d} B={row['B']:>4d} {row['method']:10s} {ms}{mem}"
+
+
+def annotate(rows: list[dict], ceilings: dict[str, float] | None) -> None:
+    """Add FLOP/s, effective GB/s and the fraction of the memory floor to each timed row."""
+    for row in rows:
+        if "fwd_bwd_ms" not in row:
+            continue
+        b, h, t, d, f = row["B"], row["H"], row["T"], row["D"], row["F"]
+        seconds = row["fwd_bwd_ms"] / 1e3
+        if row["method"] == "sdpa":
+            flops = softmax_attention_flops(b, h, t, d)
+        else:
+            flops = linear_attention_flops(b, h, t, d, f)
+        nbytes = attention_bytes(b, h, t, d)
+        row["TFLOPs"] = flops / seconds / 1e12
+        row["GBps"] = nbytes / seconds / 1e9
+        if ceilings:
+            floor_ms = 1e3 * max(
+                nbytes / (ceilings["copy_GBps"] * 1e9), flops / (ceilings["bf16_matmul_TFLOPs"] * 1e12)
+            )
+            row["floor_ms"] = floor_ms
+            row["memory_floor_ms"] = 1e3 * nbytes / (ceilings["copy_GBps"] * 1e9)
+            row["fraction_of_memory_floor"] = row["memory_floor_ms"] / row["fwd_bwd_ms"]
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _cell(x: float | None, fmt: str = "{:.3f}") -> str:
+    return "" if x is None or math.isnan(x) else fmt.format(x)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None else None
+
+
+def markdown_table(record: dict) -> str:
+    """The per-length table, regenerated from the JSON record."""
+    lines = [
+        f"# Attention efficiency: {record['device']}",
+        "",
+        f"Generated by `python -m hedgehog.bench` from `{record['stem']}.json`. Causal attention, "
+        f"forward + backward, {record.get('dtype', 'bf16')}, fixed tokens per call (B = tokens / T); median ms "
+        "(triton.testing.do_bench); peak = extra memory of one fwd+bwd.",
+        "",
+    ]
+    if record.get("note"):
+        lines += [f"**{record['note']}**", ""]
+    if record.get("ceilings"):
+        c = record["ceilings"]
+        lines += [
+            f"Measured ceilings: device copy {c['copy_GBps']:.0f} GB/s, bf16 matmul {c['bf16_matmul_TFLOPs']:.0f} TFLOP/s.",
+            "",
+        ]
+    if record.get("correctness"):
+        lines += [
+            "Fused kernel vs float64 reference before timing (max relative error over outputs and all gradients):",
+            "",
+        ]
+        for shape, errs in record["correctness"].items():
+            worst = max(errs.values())
+            lines.append(
+                f"- {shape}: {worst:.2e} (" + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) + ")"
+            )
+        lines.append("")
+    by = {(r["shape"], r["T"], r["method"]): r for r in record["rows"]}
+    for shape in dict.fromkeys(r["shape"] for r in record["rows"]):
+        rows = [r for r in record["rows"] if r["shape"] == shape]
+        r0 = rows[0]
+        lines += [
+            f"## {shape}: H={r0['H']}, D={r0['D']}, F={r0['F']}, {r0['B'] * r0['T']:,} tokens per call",
+            "",
+            "| T | SDPA ms | fla ms | reference ms | fused ms | SDPA / fused | fla / fused "
+            "| fused peak GB | SDPA peak GB | fused TFLOP/s | fused GB/s | fused / memory floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for t in dict.fromkeys(r["T"] for r in rows):
+            cells = {m: by.get((shape, t, m), {}) for m in METHODS}
+            ms = {m: c.get("fwd_bwd_ms") for m, c in cells.items()}
+            fused, sdpa = cells["fused"], cells["sdpa"]
+            lines.append(
+                f"| {t:,} | {_cell(ms['sdpa'])} | {_cell(ms['fla'])} | {_cell(ms['reference'])} | "
+                f"{_cell(ms['fused'])} | {_cell(_ratio(ms['sdpa'], ms['fused']), '{:.2f}x')} | "
+                f"{_cell(_ratio(ms['fla'], ms['fused']), '{:.2f}x')} | {_cell(fused.get('peak_extra_GB'), '{:.2f}')} | "
+                f"{_cell(sdpa.get('peak_extra_GB'), '{:.2f}')} | {_cell(fused.get('TFLOPs'), '{:.0f}')} | "
+                f"{_cell(fused.get('GBps'), '{:.0f}')} | {_cell(fused.get('fraction_of_memory_floor'), '{:.2f}')} |"
+            )
+        lines.append("")
+    lines += [
+        "FLOPs of linear attention are the useful work of the chunked form (chunk 64), without the",
+        "recomputation the kernels do; bytes are the fewest fwd+bwd must move (q, k, v, o, do, dq, dk, dv",
+        "once each). 'fused / memory floor' = (those bytes at the measured copy bandwidth) / measured time.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path) -> None:
+    """Log-log time and peak memory against length, one column per shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in record["rows"]))
+    fig, axes = plt.subplots(2, len(shapes), figsize=(6 * len(shapes), 8), squeeze=False)
+    for j, shape in enumerate(shapes):
+        for method in METHODS:
+            rows = [
+                r
+                for r in record["rows"]
+                if r["shape"] == shape and r["method"] == method and "fwd_bwd_ms" in r
+            ]
+            if not rows:
+                continue
+            ts = [r["T"] for r in rows]
+            axes[0][j].plot(ts, [r["fwd_bwd_ms"] for r in rows], marker="o", label=method)
+            if all("peak_extra_GB" in r for r in rows):
+                axes[1][j].plot(ts, [r["peak_extra_GB"] for r in rows], marker="o", label=method)
+        axes[0][j].set_title(f"{shape}: fwd+bwd time (fixed tokens per call)")
+        axes[0][j].set_ylabel("ms")
+        axes[1][j].set_title(f"{shape}: peak extra memory")
+        axes[1][j].set_ylabel("GB")
+        for ax in (axes[0][j], axes[1][j]):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("sequence length T")
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_lines():
+                ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(record: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{record['stem']}.json").write_text(json.dumps(record, indent=1))
+    (out_dir / f"{record['stem']}.md").write_text(markdown_table(record))
+    plot(record, out_dir / f"{record['stem']}.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of gpt2,llama2")
+    parser.add_argument("--table-only", type=Path, help="regenerate table and plot from this JSON record")
+    args = parser.parse_args(argv)
+    if args.table_only:
+        record = json.loads(args.table_only.read_text())
+        write_outputs(record, args.out)
+        return
+    methods = tuple(m for m in args.methods.split(",") if m)
+    cuda = torch.cuda.is_available()
+    wanted = [s for s in args.shapes.split(",") if s]
+    record: dict = {
+        "software": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if cuda:
+        import triton
+
+        name = torch.cuda.get_device_name()
+        record.update(device=name, stem="results_" + name.split()[-1].lower())
+        record["software"]["triton"] = triton.__version__
+        try:
+            import fla
+
+            record["software"]["fla"] = fla.__version__
+        except ImportError:
+            record["software"]["fla"] = None
+        record["ceilings"] = measure_ceilings()
+        print("ceilings", record["ceilings"], flush=True)
+        shapes = {s: SHAPES[s] for s in wanted}
+        if "fused" in methods:
+            record["correctness"] = {s: check_fused(shapes[s]["H"], shapes[s]["D"]) for s in shapes}
+            print("correctness", record["correctness"], flush=True)
+            worst = max(max(e.values()) for e in record["correctness"].values())
+            if not worst <= 1e-2:
+                methods = tuple(m for m in methods if m != "fused")
+                record["note"] = f"fused kernel failed the float64 check (worst {worst:.2e}); not timed"
+    else:
+        record.update(device=f"CPU ({platform.processor() or platform.machine()})", stem="results_cpu")
+        record["note"] = (
+            "No GPU: only the PyTorch reference, at small sizes; the kernels and SDPA's "
+            "FlashAttention need a CUDA GPU (run `make bench` there)."
+        )
+        print(record["note"], flush=True)
+        shapes = {s: CPU_SHAPES[s] for s in wanted}
+        methods = ("reference",)
+    record["dtype"] = "bf16" if cuda else "fp32"
+    record["rows"] = []
+    for shape, cfg in shapes.items():  # outputs rewritten after each shape
+        record["rows"] += run_sweep("cuda" if cuda else "cpu", {shape: cfg}, methods)
+        annotate(record["rows"], record.get("ceilings"))
+        write_outputs(record, args.out)
+    print(markdown_table(record))
+
+
+if __name__ == "__main__":
+    main()

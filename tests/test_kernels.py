@@ -1,0 +1,244 @@
+"""Triton kernels against the float64 reference of the attention library.
+
+GPU tests (marker gpu) run the compiled kernels on bf16/fp16 inputs at real sizes and hold
+outputs and every gradient to 1e-2 relative error. Without a GPU the same kernels run
+under Triton's CPU interpreter (TRITON_INTERPRET=1, set below before they are imported)
+on tiny shapes; there the attention products run in fp32, so the logic (masking of tails,
+segments, states, the backward recurrences) is held to fp32 tolerances.
+"""
+
+import copy
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from hedgehog import kernels
+from hedgehog.attention import (
+    Elu1FeatureMap,
+    HedgehogFeatureMap,
+    LinearAttention,
+    LinearAttentionState,
+    PerformerFeatureMap,
+    noncausal_linear_attention,
+    quadratic_linear_attention,
+    recurrent_linear_attention,
+)
+
+interpreter = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="interpreter logic test; the gpu tests cover the compiled kernels"
+)
+EPS = 1e-6
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def hedgehog_map(h: int, d: int, form: str, device="cpu", scale: float = 0.3) -> HedgehogFeatureMap:
+    """A Hedgehog map moved off its identity start, so W and b matter."""
+    fmap = HedgehogFeatureMap(h, d, form=form).to(device)
+    with torch.no_grad():
+        for p in fmap.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return fmap
+
+
+def reference(q, k, v, fmap, causal, mask=None, grad_out=None):
+    """Output and grads (q, k, v, Wq, bq, Wk, bk) in float64 through the PyTorch library."""
+    fm64 = copy.deepcopy(fmap).double()
+    q, k, v = (x.detach().double().requires_grad_() for x in (q, k, v))
+    fq, fk = fm64(q, k)
+    if mask is not None:
+        fk = fk * mask.double()[:, None, :, None]
+    if causal:
+        out = quadratic_linear_attention(fq, fk, v, causal=True, eps=EPS)
+    else:
+        out = noncausal_linear_attention(fq, fk, v, eps=EPS)
+    params = (fm64.weight_q, fm64.bias_q, fm64.weight_k, fm64.bias_k)
+    grads = torch.autograd.grad(out, (q, k, v, *params), grad_out.double())
+    return out, grads
+
+
+def fused(q, k, v, fmap, causal, mask=None, grad_out=None, segment_len=None):
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+    out, state = kernels.hedgehog_attention(
+        q, k, v, *params, form=fmap.form, causal=causal, eps=EPS,
+        key_padding_mask=mask, segment_len=segment_len,
+    )  # fmt: skip
+    grads = torch.autograd.grad(out, (q, k, v, *params), grad_out)
+    return out, grads, state
+
+
+NAMES = ("out", "dq", "dk", "dv", "dWq", "dbq", "dWk", "dbk")
+
+
+def check_against_reference(b, h, t, d, dtype, form, causal, tol, device, mask=None, segment_len=None):
+    fmap = hedgehog_map(h, d, form, device)
+    q, k, v = (torch.randn(b, h, t, d, device=device).to(dtype) for _ in range(3))
+    grad_out = torch.randn(b, h, t, d, device=device).to(dtype)
+    if device == "cuda":
+        poison_allocator()
+    out, grads, state = fused(q, k, v, fmap, causal, mask, grad_out, segment_len)
+    ref, ref_grads = reference(q, k, v, fmap, causal, mask, grad_out)
+    values = [rel(out, ref)] + [rel(g, r) for g, r in zip(grads, ref_grads, strict=True)]
+    errors = dict(zip(NAMES, values, strict=True))
+    for name, x in zip(NAMES, (out, *grads), strict=True):
+        assert torch.isfinite(x).all(), f"{name} has non-finite entries (unwritten or overflowed)"
+    bad = {n: e for n, e in errors.items() if not e <= tol}
+    assert not bad, f"relative errors above {tol}: {bad} (all: {errors})"
+    return errors, state, (q, k, v, fmap)
+
+
+def poison_allocator(gib: float = 2.0) -> None:
+    """Fill memory the CUDA caching allocator will hand out next with NaN."""
+    x = torch.full((int(gib * 2**28),), float("nan"), device="cuda")
+    del x
+
+
+# ---------------------------------------------------------------- CPU (interpreter)
+
+
+@interpreter
+@pytest.mark.parametrize("form", ["softmax", "exp"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("segment_len", [None, 64])
+def test_fused_logic_fp32(form, causal, segment_len):
+    # 100 tokens: one full chunk and a masked tail; segment_len=64 splits them in two
+    _, state, (q, k, v, fmap) = check_against_reference(
+        2, 2, 100, 16, torch.float32, form, causal, 1e-4, "cpu", segment_len=segment_len
+    )
+    if causal:
+        _, fk = copy.deepcopy(fmap).double()(q.double(), k.double())
+        assert rel(state[0], fk.transpose(-1, -2) @ v.double()) < 1e-5
+        assert rel(state[1], fk.sum(-2)) < 1e-5
+
+
+@interpreter
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_key_padding_mask(causal):
+    mask = torch.ones(2, 80)
+    mask[0, 50:] = 0
+    mask[1, :7] = 0
+    check_against_reference(2, 2, 80, 16, torch.float32, "softmax", causal, 1e-4, "cpu", mask=mask)
+
+
+@interpreter
+def test_fused_bf16_within_bf16_tolerance():
+    check_against_reference(1, 2, 130, 32, torch.bfloat16, "softmax", True, 1e-2, "cpu", segment_len=64)
+
+
+@interpreter
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("f", [16, 10])  # 10: two feature halves of 5, padded to 16
+def test_generic_features_logic(causal, f):
+    fq, fk = (torch.rand(2, 2, 90, f) + 0.05 for _ in range(2))
+    v = torch.randn(2, 2, 90, 16)
+    grad_out = torch.randn_like(v)
+    ins = [x.clone().requires_grad_() for x in (fq, fk, v)]
+    out, _ = kernels.linear_attention(*ins, causal=causal, eps=EPS, segment_len=64)
+    grads = torch.autograd.grad(out, ins, grad_out)
+    refs = [x.double().requires_grad_() for x in (fq, fk, v)]
+    if causal:
+        ref = quadratic_linear_attention(*refs, causal=True, eps=EPS)
+    else:
+        ref = noncausal_linear_attention(*refs, eps=EPS)
+    ref_grads = torch.autograd.grad(ref, refs, grad_out.double())
+    assert rel(out, ref) < 1e-5
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert rel(g, r) < 1e-5
+
+
+@interpreter
+def test_carried_state_prefill_then_decode_continues_the_sequence():
+    fmap = hedgehog_map(2, 16, "softmax")
+    q, k, v = (torch.randn(1, 2, 150, 16) for _ in range(3))
+    params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+    with torch.no_grad():
+        full, full_state = kernels.hedgehog_attention(q, k, v, *params)
+        parts, state = [], None
+        for start, end in ((0, 70), (70, 149)):
+            out, state = kernels.hedgehog_attention(
+                q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], *params, state=state
+            )
+            parts.append(out)
+        step, state = kernels.hedgehog_decode(
+            q[:, :, 149:], k[:, :, 149:], v[:, :, 149:], *params, state=state
+        )
+    assert rel(torch.cat([*parts, step], dim=-2), full) < 1e-5
+    assert rel(state[0], full_state[0]) < 1e-5 and rel(state[1], full_state[1]) < 1e-5
+
+
+@interpreter
+def test_decode_matches_recurrent_form():
+    fq, fk = (torch.rand(2, 3, 1, 12) + 0.05 for _ in range(2))
+    v = torch.randn(2, 3, 1, 16)
+    kv, k_sum = torch.rand(2, 3, 12, 16), torch.rand(2, 3, 12) + 1.0
+    out, (kv1, ks1) = kernels.linear_attention_decode(fq, fk, v, (kv, k_sum), EPS)
+    ref, ref_state = recurrent_linear_attention(fq, fk, v, EPS, LinearAttentionState(kv, k_sum, 5))
+    assert rel(out, ref) < 1e-5
+    assert rel(kv1, ref_state.kv) < 1e-6 and rel(ks1, ref_state.k_sum) < 1e-6
+
+
+# ---------------------------------------------------------------- GPU (compiled)
+
+GPU_TOL = 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("t", [1000, 1024])
+def test_gpu_fused_causal_softmax(dtype, d, t):
+    check_against_reference(2, 4, t, d, dtype, "softmax", True, GPU_TOL, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_fused_long_sequence_segments(d):
+    # one sequence, two heads: the sequence is cut into many segments (state pass + prefix)
+    check_against_reference(1, 2, 4000, d, torch.bfloat16, "softmax", True, GPU_TOL, "cuda")
+
+
+@pytest.mark.gpu
+def test_gpu_fused_exp_form():
+    check_against_reference(2, 4, 1000, 64, torch.bfloat16, "exp", True, GPU_TOL, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_fused_noncausal_with_padding(d):
+    mask = torch.ones(2, 1000, device="cuda")
+    mask[0, 700:] = 0
+    check_against_reference(2, 4, 1000, d, torch.bfloat16, "softmax", False, GPU_TOL, "cuda", mask=mask)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmap_cls", [Elu1FeatureMap, PerformerFeatureMap])
+def test_gpu_layer_dispatch_generic_and_hedgehog(fmap_cls):
+    """LinearAttention on CUDA half tensors takes the kernels; same function as float64 on CPU."""
+    for cls in (fmap_cls, HedgehogFeatureMap):
+        layer = LinearAttention(4, 64, cls).cuda()
+        q, k, v = (torch.randn(2, 4, 777, 64, device="cuda").to(torch.bfloat16) for _ in range(3))
+        grad_out = torch.randn(2, 4, 777, 64, device="cuda").to(torch.bfloat16)
+        ins = [x.clone().requires_grad_() for x in (q, k, v)]
+        out, state = layer(*ins)
+        grads = torch.autograd.grad(out, [*ins, *layer.parameters()], grad_out)
+        ref_layer = copy.deepcopy(layer).cpu().double()
+        refs = [x.detach().cpu().double().requires_grad_() for x in (q, k, v)]
+        ref, ref_state = ref_layer(*refs)
+        ref_grads = torch.autograd.grad(ref, [*refs, *ref_layer.parameters()], grad_out.cpu().double())
+        assert rel(out.cpu(), ref) < GPU_TOL
+        for g, r in zip(grads, ref_grads, strict=True):
+            assert rel(g.cpu(), r) < GPU_TOL
+        assert rel(state.kv.cpu(), ref_state.kv) < 1e-3 and state.offset == 777
+        with torch.no_grad():
+            _, cache = layer(q[:, :, :-1], k[:, :, :-1], v[:, :, :-1])
+            step, _ = layer(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], cache=cache)
+        assert rel(step.cpu(), ref[:, :, -1:]) < GPU_TOL
