@@ -51,8 +51,9 @@ reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_tasks scale=$(SCALE)
 	$(PY) experiments/bert_glue/make_table.py --scale $(SCALE)
 
-reproduce-%: install ## one experiment by name: its sweep, then its table (e.g. reproduce-associative_recall)
-	$(PY) -m hedgehog.reproduce $* scale=$(SCALE)
+reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yaml), then its table
+	$(PY) -m hedgehog.train --multirun experiment=$* sweep=$* scale=$(SCALE)
+	$(PY) experiments/$*/make_table.py --scale $(SCALE)
 
 tables: install ## regenerate every experiment's table and figures from its records
 	@for e in $(EXPERIMENTS); do $(PY) experiments/$$e/make_table.py --scale $(SCALE) || exit 1; done
