@@ -242,9 +242,9 @@ def test_conversion_task_rejects_an_empty_recipe():
     ("attention", "starts_from_teacher", "saves_teacher", "distill_steps"),
     [
         ("softmax", False, True, None),
-        ("hedgehog", True, False, 50),
+        ("hedgehog", True, False, 40),
         ("t2r", True, False, 0),
-        ("t2r_hh", True, False, 50),
+        ("t2r_hh", True, False, 40),
     ],
 )
 def test_bert_glue_recipe_per_attention(
@@ -278,7 +278,7 @@ def test_hedgehog_conversion_of_minilm_runs_in_the_pipeline(tmp_path):
         tmp_path,
     )
     record = train(cfg)
-    assert record["attention"] == "hedgehog" and record["metrics"]["test/distill_steps"] == 50
+    assert record["attention"] == "hedgehog" and record["metrics"]["test/distill_steps"] == 40
 
 
 def test_table_recover_is_the_ratio_of_task_means():

@@ -115,7 +115,7 @@ def main(scale: str) -> None:
             if ours and ("softmax", main_task) in means
             else None
         )
-        rows.append([label, mean_spread(ours), fmt(rec), fmt(paper)])
+        rows.append([label, mean_spread(ours) or "not run", fmt(rec), fmt(paper)])
     md1 = write_tables(
         out,
         "table1",

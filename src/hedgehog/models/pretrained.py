@@ -46,6 +46,7 @@ def sequence_classifier(
     weights: str | None = None,
     feature_maps: str | None = None,
     max_len: int | None = None,
+    dropout: float | None = None,
 ) -> PreTrainedModel:
     """A pretrained encoder with a classification head, optionally loaded with finetuned ``weights``, converted.
 
@@ -53,9 +54,13 @@ def sequence_classifier(
     architecture exactly. ``feature_maps``: trained feature maps saved by an earlier run (stage 1 of
     another task, for the transfer analysis), loaded after the conversion. ``num_labels == 1`` makes a regression head (STS-B). ``max_len``, the
     longest input the run feeds (also cosFormer's M), is checked against the position embeddings.
+    ``dropout`` replaces the encoder's hidden and attention-probability dropout (null keeps the model's).
     """
+    rates = (
+        {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    )
     model = AutoModelForSequenceClassification.from_pretrained(
-        pretrained_path(pretrained), num_labels=num_labels, attn_implementation="eager"
+        pretrained_path(pretrained), num_labels=num_labels, attn_implementation="eager", **rates
     )
     positions = getattr(model.config, "max_position_embeddings", None)
     if max_len is not None and positions is not None and max_len > positions:
