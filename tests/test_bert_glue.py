@@ -120,7 +120,7 @@ def test_local_shuffle_permutes_one_short_window():
         words = sentence.split()
         assert shuffled != words and sorted(shuffled) == sorted(words)
         changed = [i for i, (a, b) in enumerate(zip(words, shuffled, strict=True)) if a != b]
-        assert changed[-1] - changed[0] < 4
+        assert changed[-1] - changed[0] < 5
 
 
 def test_task_metrics_are_glue_metrics():

