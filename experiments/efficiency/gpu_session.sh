@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Issue 4's GPU session, in one call: the kernels' GPU correctness tests (float64 reference,
-# outputs and every gradient), then the benchmark (which checks the fused kernel again before
-# it times anything). Run from the repository root: bash experiments/efficiency/gpu_session.sh
-# Writes logs and results to $OUT (default experiments/efficiency). fla-core, when its wheel
-# is in .whl/, is installed to /tmp/site for the fla column.
+# Issue 4's GPU session, in one call: the benchmark (which first checks the fused kernel against
+# the float64 reference, outputs and every gradient, and times nothing that fails), then the
+# kernels' GPU tests. Run from the repository root:
+#   bash experiments/efficiency/gpu_session.sh              # everything
+#   TESTS="-k layer_dispatch" bash experiments/efficiency/gpu_session.sh --shapes gpt2
+# Arguments go to `python -m hedgehog.bench`; TESTS selects GPU tests. Logs and results go to
+# $OUT (default experiments/efficiency). fla-core, when its wheel is in .whl/, is installed to
+# /tmp/site for the fla column.
 set -o pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-experiments/efficiency}
@@ -12,6 +15,6 @@ if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
     && export PYTHONPATH=src:/tmp/site
 fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-python3 -m pytest -q -m gpu tests/test_kernels.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.log" | tail -25
 python3 -m hedgehog.bench --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
+# shellcheck disable=SC2086
+python3 -m pytest -q -m gpu $TESTS tests/test_kernels.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest_gpu.log" | tail -15

@@ -36,7 +36,7 @@ SHAPES = {
         "tokens": 131072,
         "lengths": [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072],
     },
-    "llama2": {"H": 32, "D": 128, "tokens": 65536, "lengths": [2048, 4096, 8192, 16384, 32768, 65536]},
+    "llama2": {"H": 32, "D": 128, "tokens": 65536, "lengths": [2048, 4096, 8192, 16384, 32768]},
 }
 CPU_SHAPES = {
     "gpt2": {"H": 12, "D": 64, "tokens": 4096, "lengths": [256, 512, 1024]},
@@ -76,30 +76,35 @@ def attention_bytes(b: int, h: int, t: int, d: int, elem: int = 2) -> float:
 # ---------------------------------------------------------------- timing
 
 
-def _timer(device: str) -> Callable[[Callable[[], object]], float]:
-    """Median milliseconds of fn: triton.testing.do_bench on CUDA, wall clock on CPU."""
+def _timer(device: str) -> Callable[..., float]:
+    """Median milliseconds of fn: triton.testing.do_bench on CUDA, wall clock on CPU.
+
+    Gradients of ``grads`` are reset before each call, outside the timed region.
+    """
     if device == "cuda":
         import triton
 
-        def cuda_time(fn: Callable[[], object]) -> float:
+        def cuda_time(fn: Callable[[], object], grads: list[torch.Tensor]) -> float:
             start = time.perf_counter()
             fn()
             torch.cuda.synchronize()
             once = (time.perf_counter() - start) * 1e3
-            if once > 200:  # slow methods: a few repeats are enough
-                return triton.testing.do_bench(fn, warmup=1, rep=max(1, int(3 * once)), return_mode="median")
-            return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+            warmup, rep = (1, max(1, int(3 * once))) if once > 200 else (25, 200)  # slow: few repeats
+            return triton.testing.do_bench(
+                fn, warmup=warmup, rep=rep, grad_to_none=grads, return_mode="median"
+            )
 
         return cuda_time
 
-    def cpu_time(fn: Callable[[], object]) -> float:
-        fn()
+    def cpu_time(fn: Callable[[], object], grads: list[torch.Tensor]) -> float:
         times = []
-        for _ in range(3):
+        for _ in range(4):
+            for x in grads:
+                x.grad = None
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * 1e3)
-        return sorted(times)[1]
+        return sorted(times[1:])[1]
 
     return cpu_time
 
@@ -139,36 +144,29 @@ def _hedgehog_map(h: int, d: int, device: str) -> HedgehogFeatureMap:
     return fmap
 
 
-def make_step(method: str, q, k, v, grad_out, fmap) -> Callable[[], None] | None:
-    """One forward + backward of a method on (B, H, T, D) inputs, or None if unavailable."""
+def make_forward(method: str, q, k, v, fmap) -> Callable[[], torch.Tensor] | None:
+    """The forward of a method on (B, H, T, D) inputs, returning (B, H, T, D); None if unavailable."""
     params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
     if method == "sdpa":
+        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if method == "reference":
 
-        def run():
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            out.backward(grad_out)
-
-    elif method == "reference":
-
-        def run():
+        def reference():
             fq, fk = fmap(q, k)
-            out, _ = chunked_linear_attention(fq, fk, v, chunk_size=CHUNK)
-            out.backward(grad_out)
+            return chunked_linear_attention(fq, fk, v, chunk_size=CHUNK)[0]
 
-    elif method == "fused":
+        return reference
+    if method == "fused":
         from hedgehog.kernels import hedgehog_attention
 
-        def run():
-            out, _ = hedgehog_attention(q, k, v, *params)
-            out.backward(grad_out)
-
-    elif method == "fla":
+        return lambda: hedgehog_attention(q, k, v, *params)[0]
+    if method == "fla":
         try:
             from fla.ops.linear_attn import chunk_linear_attn
         except ImportError:
             return None
 
-        def run():
+        def fla():
             # fla's layout is (B, T, H, F); the feature map runs in PyTorch, fla normalises
             fq, fk = fmap(q, k)
             out, _ = chunk_linear_attn(
@@ -178,11 +176,10 @@ def make_step(method: str, q, k, v, grad_out, fmap) -> Callable[[], None] | None
                 scale=1.0,
                 normalize=True,
             )
-            out.backward(grad_out.transpose(1, 2))
+            return out.transpose(1, 2)
 
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    return run
+        return fla
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
 def check_fused(h: int, d: int, t: int = 1000, b: int = 2) -> dict[str, float]:
@@ -228,9 +225,13 @@ def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]
             grad_out = torch.randn(b, h, t, d, device=device, dtype=dtype)
             for method in methods:
                 row = {"shape": shape, "H": h, "D": d, "F": 2 * d, "T": t, "B": b, "method": method}
-                step = make_step(method, q, k, v, grad_out, fmap)
-                if step is None:
+                forward = make_forward(method, q, k, v, fmap)
+                if forward is None:
                     continue
+
+                def step(forward=forward, grad_out=grad_out):
+                    forward().backward(grad_out)
+
                 try:
                     if device == "cuda":
                         torch.cuda.synchronize()
@@ -240,7 +241,9 @@ def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]
                         step()
                         torch.cuda.synchronize()
                         row["peak_extra_GB"] = (torch.cuda.max_memory_allocated() - base) / 1e9
-                    row["fwd_bwd_ms"] = time_ms(step)
+                    grads = [q, k, v, *fmap.parameters()]
+                    row["fwd_bwd_ms"] = time_ms(step, grads)
+                    row["fwd_ms"] = time_ms(forward, grads)
                 except torch.OutOfMemoryError:
                     row["error"] = "out of memory"
                 for x in (q, k, v, *fmap.parameters()):
@@ -252,7 +255,7 @@ def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]
 
 
 def _row_line(row: dict) -> str:
-    ms = f"{row['fwd_bwd_ms']:.3f} ms" if "fwd_bwd_ms" in row else row.get("error", "")
+    ms = f"{row['fwd_bwd_ms']:.3f} ms (fwd {row['fwd_ms']:.3f})" if "fwd_ms" in row else row.get("error", "")
     mem = f" peak {row['peak_extra_GB']:.2f} GB" if "peak_extra_GB" in row else ""
     return f"{row['shape']:7s} T={row['T']:>6d} B={row['B']:>4d} {row['method']:10s} {ms}{mem}"
 
