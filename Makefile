@@ -62,5 +62,8 @@ reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yam
 tables: install ## regenerate every experiment's table and figures from its records
 	@for e in $(EXPERIMENTS); do $(PY) experiments/$$e/make_table.py --scale $(SCALE) || exit 1; done
 
+bench: install ## attention efficiency benchmark into experiments/efficiency (GPU: full sweep; CPU: reference at small sizes)
+	$(PY) -m hedgehog.bench
+
 clean: ## remove run outputs (keeps .venv and committed records)
 	rm -rf outputs multirun lightning_logs wandb

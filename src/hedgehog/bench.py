@@ -304,6 +304,8 @@ def markdown_table(record: dict) -> str:
         "(triton.testing.do_bench); peak = extra memory of one fwd+bwd.",
         "",
     ]
+    if record.get("source"):
+        lines += [f"Source: {record['source']}.", ""]
     if record.get("note"):
         lines += [f"**{record['note']}**", ""]
     if record.get("ceilings"):
@@ -331,8 +333,9 @@ def markdown_table(record: dict) -> str:
             f"## {shape}: H={r0['H']}, D={r0['D']}, F={r0['F']}, {r0['B'] * r0['T']:,} tokens per call",
             "",
             "| T | SDPA ms | fla ms | reference ms | fused ms | SDPA / fused | fla / fused "
-            "| fused peak GB | SDPA peak GB | fused TFLOP/s | fused GB/s | fused / memory floor |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| fused fwd ms | SDPA fwd ms | fused peak GB | SDPA peak GB | fused TFLOP/s | fused GB/s "
+            "| fused / memory floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for t in dict.fromkeys(r["T"] for r in rows):
             cells = {m: by.get((shape, t, m), {}) for m in METHODS}
@@ -341,7 +344,8 @@ def markdown_table(record: dict) -> str:
             lines.append(
                 f"| {t:,} | {_cell(ms['sdpa'])} | {_cell(ms['fla'])} | {_cell(ms['reference'])} | "
                 f"{_cell(ms['fused'])} | {_cell(_ratio(ms['sdpa'], ms['fused']), '{:.2f}x')} | "
-                f"{_cell(_ratio(ms['fla'], ms['fused']), '{:.2f}x')} | {_cell(fused.get('peak_extra_GB'), '{:.2f}')} | "
+                f"{_cell(_ratio(ms['fla'], ms['fused']), '{:.2f}x')} | {_cell(fused.get('fwd_ms'))} | "
+                f"{_cell(sdpa.get('fwd_ms'))} | {_cell(fused.get('peak_extra_GB'), '{:.2f}')} | "
                 f"{_cell(sdpa.get('peak_extra_GB'), '{:.2f}')} | {_cell(fused.get('TFLOPs'), '{:.0f}')} | "
                 f"{_cell(fused.get('GBps'), '{:.0f}')} | {_cell(fused.get('fraction_of_memory_floor'), '{:.2f}')} |"
             )

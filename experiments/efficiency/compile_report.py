@@ -1,0 +1,105 @@
+"""Compile the fused kernels for sm_90 (Hopper) without a GPU and report their resources.
+
+Costs no device time: Triton compiles for a named target, and the cuobjdump bundled with
+Triton reads registers, stack (spills) and shared memory off the cubin, and counts the SASS
+instructions that matter here (HGMMA = wgmma, STL/LDL = spills, BAR.SYNC = layout changes
+through shared memory). The installed Triton may differ from the GPU machine's (3.6 there).
+
+    python experiments/efficiency/compile_report.py [--warps 8] [--stages 1] [--head-dim 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from hedgehog.kernels import chunked as K
+
+CUOBJDUMP = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
+HALF_INPUTS = (
+    "q_ptr",
+    "k_ptr",
+    "v_ptr",
+    "o_ptr",
+    "res_ptr",
+    "g_ptr",
+    "x_ptr",
+    "y_ptr",
+    "dv_ptr",
+    "dq_ptr",
+    "dk_ptr",
+)
+FLOAT_ARGS = ("inv_temp", "eps")
+SASS_COUNTS = ("HGMMA", "STL", "LDL", "BAR.SYNC", "SHFL", "MUFU.EX2")
+
+
+def signature(fn, constants: dict) -> dict[str, str]:
+    sig = {}
+    for name in fn.arg_names:
+        if name in constants:
+            sig[name] = "constexpr"
+        elif name in HALF_INPUTS:
+            sig[name] = "*bf16"
+        elif name in ("w_ptr", "wq_ptr", "wk_ptr"):
+            sig[name] = "*fp16"
+        elif name.endswith("_ptr"):
+            sig[name] = "*fp32"
+        else:
+            sig[name] = "fp32" if name in FLOAT_ARGS else "i32"
+    return sig
+
+
+def report(fn, constants: dict, warps: int, stages: int) -> str:
+    src = ASTSource(
+        fn=fn,
+        signature=signature(fn, constants),
+        constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()},
+    )
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "kernel.cubin")
+        Path(cubin).write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run(
+            [CUOBJDUMP, "--dump-resource-usage", cubin], capture_output=True, text=True
+        ).stdout
+        sass = subprocess.run([CUOBJDUMP, "--dump-sass", cubin], capture_output=True, text=True).stdout
+    resources = re.search(r"REG:\d+ STACK:\d+", usage)
+    counts = " ".join(f"{name}={sass.count(name)}" for name in SASS_COUNTS)
+    return f"{resources.group(0) if resources else usage.strip()} SMEM:{compiled.metadata.shared} {counts}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--warps", type=int, default=8)
+    parser.add_argument("--stages", type=int, default=1)
+    parser.add_argument("--head-dim", type=int, default=64, choices=(64, 128))
+    args = parser.parse_args()
+    d = args.head_dim
+    blocks = dict(BD=d, BDP=d, BV=64)
+    atomic = d > 64
+    kernels = [
+        ("state fwd", K._state_kernel, dict(MODE=1, BWD=False, HAS_MASK=False)),
+        ("state bwd", K._state_kernel, dict(MODE=1, BWD=True, HAS_MASK=False)),
+        ("forward", K._fwd_kernel, dict(MODE=1, CAUSAL=True, HAS_INIT=False, HAS_MASK=False, STORE_RES=True)),
+        ("dq", K._dq_kernel, dict(MODE=1, CAUSAL=True, HAS_INIT=False, HAS_MASK=False, ATOMIC=atomic)),
+        ("dk, dv", K._dkv_kernel, dict(MODE=1, CAUSAL=True, HAS_INIT=False, HAS_MASK=False, ATOMIC=atomic)),
+    ]
+    print(f"Hedgehog softmax form, causal, D={d}, num_warps={args.warps}, num_stages={args.stages}, sm_90")
+    for name, fn, constants in kernels:
+        print(f"{name:10s} {report(fn, {**constants, **blocks}, args.warps, args.stages)}")
+
+
+if __name__ == "__main__":
+    main()
