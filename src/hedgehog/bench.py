@@ -9,6 +9,8 @@ measured in the same run; FLOPs and bytes of linear attention are counted here (
 
     python -m hedgehog.bench                 # GPU: full sweep -> experiments/efficiency/
     python -m hedgehog.bench --table-only    # regenerate the markdown table from the JSON
+    python -m hedgehog.bench --model         # whole GPT-2 (HF, converted by hedgehog.models.conversion):
+                                             # training tokens/s at 1k and 8k, decoding at 32k x 8
 
 On a machine without a GPU it times the PyTorch reference at small sizes and says so.
 """
@@ -283,6 +285,170 @@ def annotate(rows: list[dict], ceilings: dict[str, float] | None) -> None:
             row["fraction_of_memory_floor"] = row["memory_floor_ms"] / row["fwd_bwd_ms"]
 
 
+# ---------------------------------------------------------------- whole model
+
+
+GPT2_125M = {"n_layer": 12, "n_embd": 768, "n_head": 12}
+GPT2_TINY = {"n_layer": 2, "n_embd": 64, "n_head": 4}  # CPU smoke run
+
+
+def gpt2(attention: str, n_positions: int, device: str, size: dict) -> torch.nn.Module:
+    """Hugging Face GPT2LMHeadModel (random init); ``hedgehog`` converts it with the project's one
+    conversion, attention built as conf/attention/hedgehog.yaml builds it."""
+    from functools import partial
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hedgehog.attention import LinearAttention
+    from hedgehog.models.conversion import convert
+
+    config = GPT2Config(n_positions=n_positions, **size)
+    model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa").to(device)
+    if attention == "hedgehog":
+        feature_map = partial(HedgehogFeatureMap, form="softmax", temperature=1.0)
+        convert(model, partial(LinearAttention, feature_map=feature_map, chunk_size=CHUNK, check_finite=True))
+    return model
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, steps: int) -> list[dict]:
+    """Training tokens/s (bf16 autocast, fused AdamW on CUDA) of SDPA and Hedgehog GPT-2, same harness."""
+    rows = []
+    for attention in ("sdpa", "hedgehog"):
+        for t in lengths:
+            torch.manual_seed(0)
+            model = gpt2(attention, max(lengths), device, size)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+            ids = torch.randint(0, model.config.vocab_size, (tokens // t, t), device=device)
+
+            def step(model=model, optimizer=optimizer, ids=ids):
+                with torch.autocast(device, dtype=torch.bfloat16):
+                    loss = model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            for _ in range(2):
+                step()
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            _sync(device)
+            step_ms = (time.perf_counter() - start) * 1e3 / steps
+            row = {
+                "attention": attention,
+                "T": t,
+                "B": tokens // t,
+                "step_ms": step_ms,
+                "tokens_per_s": tokens / step_ms * 1e3,
+            }
+            rows.append(row)
+            print(
+                f"train {attention:8s} T={t:>6d} {step_ms:9.1f} ms/step {row['tokens_per_s']:>10.0f} tokens/s",
+                flush=True,
+            )
+            del model, optimizer, ids
+    return rows
+
+
+@torch.no_grad()
+def decode_throughput(device: str, context: int, batch: int, new_tokens: int, size: dict) -> list[dict]:
+    """Greedy decoding through the Hugging Face forward loop with its cache, after a prefill of ``context``."""
+    rows = []
+    for attention in ("sdpa", "hedgehog"):
+        torch.manual_seed(0)
+        model = gpt2(attention, context + new_tokens, device, size).eval()
+        ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = model(input_ids=ids, use_cache=True)
+            past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(new_tokens):
+                out = model(input_ids=token, past_key_values=past, use_cache=True)
+                past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            _sync(device)
+        step_ms = (time.perf_counter() - start) * 1e3 / new_tokens
+        row = {
+            "attention": attention,
+            "context": context,
+            "batch": batch,
+            "step_ms": step_ms,
+            "tokens_per_s": batch / step_ms * 1e3,
+        }
+        if device == "cuda":
+            row["peak_GB"] = torch.cuda.max_memory_allocated() / 1e9
+        rows.append(row)
+        print(
+            f"decode {attention:8s} context={context} batch={batch} {step_ms:8.1f} ms/step {row['tokens_per_s']:8.0f} tokens/s",
+            flush=True,
+        )
+        del model, past, out
+    return rows
+
+
+def model_markdown(record: dict) -> str:
+    lines = [
+        f"# GPT-2 125M, SDPA vs Hedgehog (converted): {record['device']}",
+        "",
+        f"**{record['note']}**",
+        "",
+    ]
+    lines += [
+        "| training T | B | SDPA tokens/s | Hedgehog tokens/s | Hedgehog / SDPA |",
+        "|---|---|---|---|---|",
+    ]
+    train = {(r["attention"], r["T"]): r for r in record["train"]}
+    for t in dict.fromkeys(r["T"] for r in record["train"]):
+        s, h = train[("sdpa", t)], train[("hedgehog", t)]
+        lines.append(
+            f"| {t:,} | {s['B']} | {s['tokens_per_s']:,.0f} | {h['tokens_per_s']:,.0f} | {h['tokens_per_s'] / s['tokens_per_s']:.2f}x |"
+        )
+    lines += [
+        "",
+        "| decode context | batch | SDPA ms/step | Hedgehog ms/step | Hedgehog / SDPA tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    dec = {r["attention"]: r for r in record["decode"]}
+    s, h = dec["sdpa"], dec["hedgehog"]
+    lines.append(
+        f"| {s['context']:,} | {s['batch']} | {s['step_ms']:.1f} | {h['step_ms']:.1f} | {h['tokens_per_s'] / s['tokens_per_s']:.2f}x |"
+    )
+    return "\n".join([*lines, ""])
+
+
+def run_model(out_dir: Path) -> None:
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if cuda:
+        size, lengths, tokens, steps, context, batch, new = GPT2_125M, [1024, 8192], 65536, 5, 32768, 8, 16
+        record = {
+            "device": torch.cuda.get_device_name(),
+            "note": "GPT-2 125M, 65,536 tokens per training step",
+        }
+    else:
+        size, lengths, tokens, steps, context, batch, new = GPT2_TINY, [64, 128], 256, 2, 128, 2, 4
+        record = {
+            "device": "CPU",
+            "note": "No GPU: a 2-layer, 64-wide GPT-2 at small sizes, to check the harness only",
+        }
+    print(record["note"], flush=True)
+    record["train"] = train_throughput(device, lengths, tokens, size, steps)
+    record["decode"] = decode_throughput(device, context, batch, new, size)
+    stem = "model_" + ("cpu" if not cuda else record["device"].split()[-1].lower())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    (out_dir / f"{stem}.md").write_text(model_markdown(record))
+    print(model_markdown(record))
+
+
 # ---------------------------------------------------------------- outputs
 
 
@@ -412,7 +578,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of gpt2,llama2")
     parser.add_argument("--table-only", type=Path, help="regenerate table and plot from this JSON record")
+    parser.add_argument(
+        "--model", action="store_true", help="whole-model GPT-2 training and decoding instead"
+    )
     args = parser.parse_args(argv)
+    if args.model:
+        run_model(args.out)
+        return
     if args.table_only:
         record = json.loads(args.table_only.read_text())
         write_outputs(record, args.out)
