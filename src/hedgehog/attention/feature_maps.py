@@ -110,7 +110,10 @@ class HedgehogFeatureMap(FeatureMap):
     ``softmax`` applies a softmax over the feature dim to each half (the stable form used
     by LoLCATs and ThunderKittens); ``exp`` is the paper's listing exp(+-z), stabilised by
     subtracting each token's max |z| (exact for queries, a per-key rescale for keys).
-    ``temperature`` divides z before f; 1.0 is the paper's setting.
+    ``temperature`` divides z before f; 1.0 is the paper's setting. ``"auto"`` is head_dim^(-1/4)
+    (a deviation, for training from scratch): at the identity init log phi(q).phi(k) rises with
+    q.k at about 1/(d T^2), so T = 1 is sqrt(d) times flatter than softmax attention's 1/sqrt(d)
+    and d^(-1/4) matches it (experiments/associative_recall/README.md).
     """
 
     forms = ("softmax", "exp")
@@ -121,13 +124,15 @@ class HedgehogFeatureMap(FeatureMap):
         head_dim: int,
         feature_dim_half: int | None = None,
         form: str = "softmax",
-        temperature: float = 1.0,
+        temperature: float | str = 1.0,
     ) -> None:
         super().__init__(num_heads, head_dim)
         if form not in self.forms:
             raise ValueError(f"Hedgehog form must be one of {self.forms}, got {form!r}")
+        if isinstance(temperature, str) and temperature != "auto":
+            raise ValueError(f"Hedgehog temperature must be a number or 'auto', got {temperature!r}")
         self.form = form
-        self.temperature = temperature
+        self.temperature = head_dim**-0.25 if temperature == "auto" else float(temperature)
         self.half = feature_dim_half or head_dim
         self.weight_q = nn.Parameter(_per_head_identity(num_heads, head_dim, self.half))
         self.bias_q = nn.Parameter(torch.zeros(num_heads, self.half))
