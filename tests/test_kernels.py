@@ -2,20 +2,17 @@
 
 GPU tests (marker gpu) run the compiled kernels on bf16/fp16 inputs at real sizes and hold
 outputs and every gradient to 1e-2 relative error. Without a GPU the same kernels run
-under Triton's CPU interpreter (TRITON_INTERPRET=1, set below before they are imported)
+under Triton's CPU interpreter (TRITON_INTERPRET=1, set by conftest.py before any import of triton)
 on tiny shapes; there the attention products run in fp32, so the logic (masking of tails,
 segments, states, the backward recurrences) is held to fp32 tolerances.
 """
 
 import copy
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+pytest.importorskip("triton")  # without a GPU, conftest.py has set TRITON_INTERPRET=1
 
 from hedgehog import kernels
 from hedgehog.attention import (
