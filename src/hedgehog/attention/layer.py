@@ -168,7 +168,7 @@ class LinearAttention(nn.Module):
         if cache is not None and cache.kv.requires_grad and torch.is_grad_enabled():
             return None
         offset = cache.offset if cache is not None else 0
-        state = None if cache is None else (cache.kv, cache.k_sum)
+        state = None if cache is None or not self.causal else (cache.kv, cache.k_sum)
         hedgehog = isinstance(fmap, HedgehogFeatureMap)
         if hedgehog:
             params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
