@@ -119,6 +119,13 @@ def test_fused_logic_fp32(form, causal, segment_len):
 
 @interpreter
 @pytest.mark.parametrize("causal", [True, False])
+def test_fused_two_value_blocks(causal):
+    # head dim 128: two blocks of 64 value columns, dq and dk summed across them with atomics
+    check_against_reference(1, 1, 70, 128, torch.float32, "softmax", causal, 1e-4, "cpu")
+
+
+@interpreter
+@pytest.mark.parametrize("causal", [True, False])
 def test_fused_key_padding_mask(causal):
     mask = torch.ones(2, 80)
     mask[0, 50:] = 0
