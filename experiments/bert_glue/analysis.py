@@ -220,9 +220,13 @@ def probes(scale: str) -> dict[str, tuple[str, Path | None]]:
     main_task = s["tasks"][0]
     rows = {name: (name, None) for name in UNTRAINED}
     rows["t2r"] = ("t2r", None)
-    rows["t2r_hh"] = ("t2r_hh", feature_map_file(scale, "t2r_hh", main_task, s["num_train"], 0))
-    rows["hedgehog_init"] = ("hedgehog", None)
-    rows["hedgehog"] = ("hedgehog", feature_map_file(scale, "hedgehog", main_task, s["num_train"], 0))
+    for name, attention in (("t2r_hh", "t2r_hh"), ("hedgehog_init", "hedgehog"), ("hedgehog", "hedgehog")):
+        if name == "hedgehog_init":
+            rows[name] = (attention, None)
+            continue
+        path = feature_map_file(scale, attention, main_task, s["num_train"], 0)
+        if path.exists():
+            rows[name] = (attention, path)
     return rows
 
 
@@ -264,29 +268,41 @@ def measure(scale: str) -> dict[str, Any]:
     def mean_kl(attention: str, maps: Path | None, task: str, seed: int = 0) -> float:
         return statistics.mean(Probe(scale, attention, maps, seed).kl_per_layer(text[task]))
 
-    curves: dict[str, Any] = {"steps": {}, "train_size": {}, "transfer": {}, "seeds": {}}
+    curves: dict[str, Any] = {"steps": {}, "train_size": [], "transfer": {}, "seeds": {}}
+    missing: list[str] = []
+
+    def found(path: Path) -> bool:
+        if not path.exists():
+            missing.append(str(path.relative_to(ROOT)))
+        return path.exists()
+
     for attention, seeds in (("hedgehog", SEEDS), ("t2r_hh", (0,))):
         init = "hedgehog" if attention == "hedgehog" else "t2r"
         for seed in seeds:
+            final = feature_map_file(scale, attention, main_task, s["num_train"], seed)
+            if not found(final):
+                continue
             points = [(0, mean_kl(init, None, main_task, seed))]
             for step in s["snapshots"]:
                 path = feature_map_file(scale, attention, main_task, s["num_train"], seed, step)
                 points.append((step, mean_kl(attention, path, main_task, seed)))
-            final = feature_map_file(scale, attention, main_task, s["num_train"], seed)
             points.append((s["steps"], mean_kl(attention, final, main_task, seed)))
             curves["steps"][f"{attention}-s{seed}"] = points
-    curves["train_size"] = [
-        (n, mean_kl("hedgehog", feature_map_file(scale, "hedgehog", main_task, n, 0), main_task))
-        for n in (s["small_train"], s["num_train"])
-    ]
+    for n in (s["small_train"], s["num_train"]):
+        path = feature_map_file(scale, "hedgehog", main_task, n, 0)
+        if found(path):
+            curves["train_size"].append((n, mean_kl("hedgehog", path, main_task)))
     for source in (main_task, other_task):
-        for target in (main_task, other_task):
-            path = feature_map_file(scale, "hedgehog", source, s["num_train"], 0)
-            curves["transfer"][f"{source}->{target}"] = [mean_kl("hedgehog", path, target)]
-    for name in UNTRAINED:
-        curves["seeds"][name] = [mean_kl(name, None, main_task, seed) for seed in SEEDS]
+        path = feature_map_file(scale, "hedgehog", source, s["num_train"], 0)
+        if found(path):
+            for target in (main_task, other_task):
+                curves["transfer"][f"{source}->{target}"] = [mean_kl("hedgehog", path, target)]
+    results["missing"] = sorted(set(missing))
+    # Performer's random features are the only untrained map that depends on the seed
+    curves["seeds"]["performer"] = [mean_kl("performer", None, main_task, seed) for seed in SEEDS]
     results["curves"] = curves
-    transfer_records = load_records([ROOT / "experiments" / "bert_glue_transfer" / "records" / scale])
+    transfer_dir = ROOT / "experiments" / "bert_glue_transfer" / "records" / scale
+    transfer_records = load_records([transfer_dir]) if transfer_dir.exists() else []
     scores: dict[str, list[float]] = {}
     for r in transfer_records:
         source = r["run_name"].split("maps_from_")[1].split("-")[0]
@@ -382,8 +398,9 @@ def figures(results: dict[str, Any], out: Path) -> None:
         title="KL vs distillation steps",
     )
     axes[0].legend(fontsize=8)
-    sizes, values = zip(*curves["train_size"], strict=True)
-    axes[1].plot(sizes, values, "o-", color="C3")
+    if curves["train_size"]:
+        sizes, values = zip(*curves["train_size"], strict=True)
+        axes[1].plot(sizes, values, "o-", color="C3")
     axes[1].set(
         xscale="log",
         yscale="log",
@@ -427,10 +444,12 @@ def summary(results: dict[str, Any]) -> str:
             for k, vals in results["curves"]["transfer"].items()
         ),
         "",
-        "Seed spread of untrained maps' KL (Performer's random features differ by seed): "
+        "Performer's KL with the random features of seeds 0 and 1: "
         + "; ".join(
             f"{k}: " + ", ".join(f"{v:.4f}" for v in vals) for k, vals in results["curves"]["seeds"].items()
         ),
+        "",
+        "Runs not made (their rows and points are left out): " + (", ".join(results["missing"]) or "none"),
         "",
         f"Transfer task score on {results['transfer_scores']['task']} (Hedgehog maps distilled from the pretrained "
         "encoder on the named task's text, then stage 2): "
@@ -448,6 +467,7 @@ def main(scale: str, skip_runs: bool) -> None:
     out = HERE / "analysis" / scale
     out.mkdir(parents=True, exist_ok=True)
     results = measure(scale)
+    (out / "measurements.json").write_text(json.dumps(results) + "\n")
     (out / "analysis.json").write_text(
         json.dumps(
             results["curves"]
