@@ -467,7 +467,9 @@ def main(scale: str, skip_runs: bool) -> None:
     out = HERE / "analysis" / scale
     out.mkdir(parents=True, exist_ok=True)
     results = measure(scale)
-    (out / "measurements.json").write_text(json.dumps(results) + "\n")
+    scratch = ROOT / "outputs" / "bert_glue_analysis" / scale
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "measurements.json").write_text(json.dumps(results) + "\n")  # every point, for re-plotting
     (out / "analysis.json").write_text(
         json.dumps(
             results["curves"]
