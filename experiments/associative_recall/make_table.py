@@ -90,27 +90,28 @@ def accuracy_table(records: list[dict[str, Any]], scale: str, out: Path) -> str:
     return write_tables(out, "accuracy", headers, rows, caption)
 
 
-def lr_table(records: list[dict[str, Any]], scale: str, out: Path) -> str:
+def lr_table(records: list[dict[str, Any]], used: dict[str, float], scale: str, out: Path) -> str:
     val: dict[tuple[str, float], list[float]] = defaultdict(list)
     for r in records:
         val[(r["attention"], r["config"]["task"]["optimizer"]["lr"])].append(r["metrics"]["val/acc"])
     lrs = sorted({lr for _, lr in val})
-    headers = ["feature map"] + [f"lr {lr:g}" for lr in lrs] + ["best (mean val acc)"]
+    headers = ["feature map"] + [f"lr {lr:g}" for lr in lrs] + ["best (mean val acc)", "used in the sweep"]
     rows = []
     for name in order({n for n, _ in val}):
         means = {lr: statistics.mean(val[(name, lr)]) for lr in lrs if (name, lr) in val}
-        best = max(means, key=lambda lr: (means[lr], -lr))
+        # means equal at the 0.1-point precision shown are ties (float noise decided two exact ties)
+        best = max(means, key=lambda lr: (round(100 * means[lr], 1), -lr))
         rows.append(
             [ROWS.get(name, (name,))[0]]
             + [mean_spread(val.get((name, lr), []), scale=100.0) for lr in lrs]
-            + [f"{best:g}"]
+            + [f"{best:g}", f"{used[name]:g}" if name in used else ""]
         )
     levels = sorted({level(r) for r in records})
     widths = sorted({width(r) for r in records})
     caption = (
         f"Learning-rate tuning ({scale} scale): validation accuracy % (best checkpoint), mean ± std over seeds (n), "
         f"at {', '.join(f'{p} pairs / {t} tok' for p, t in levels)}, width {widths}; the best mean picks each "
-        "map's rate (ties go to the smaller rate)."
+        "map's rate (ties go to the smaller rate); the last column is the rate the sweep's records used."
     )
     return write_tables(out, "lr_tuning", headers, rows, caption)
 
@@ -141,15 +142,18 @@ def plot(records: list[dict[str, Any]], scale: str, path: Path) -> None:
             ax.errorbar(
                 xs, means, yerr=stds, marker="o", linestyle=style, capsize=3, label=ROWS.get(name, (name,))[0]
             )
+        chance = [100 / p for p, _ in levels]
+        ax.plot(range(len(levels)), chance, color="black", linestyle=":", label="chance (1 / pairs)")
         ax.set_xticks(range(len(levels)), [f"{p} pairs\n{t} tokens" for p, t in levels])
         ax.set_title(f"width {w}")
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy at queries (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(f"Associative recall ({scale}): mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -208,7 +212,8 @@ def main() -> None:
         else []
     )
     if tuning:
-        print(lr_table(tuning, args.scale, out))
+        used = {r["attention"]: r["config"]["task"]["optimizer"]["lr"] for r in sweep}
+        print(lr_table(tuning, used, args.scale, out))
     print(f"wrote {out}")
 
 
