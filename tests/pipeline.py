@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -37,3 +40,16 @@ def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
         cfg.paths.record_dir = str(tmp_path / "records")
         del cfg.hydra
     return cfg
+
+
+def run_train_cli(overrides: list[str]) -> None:
+    """Run `python -m hedgehog.train` in a subprocess (multi-process and sweep launches need one)."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hedgehog.train", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,9 +1,6 @@
 """Multi-device: the same experiment runs with strategy=ddp on 2 CPU processes (gloo)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,7 +8,7 @@ from torch.utils.data import TensorDataset
 
 from hedgehog.data.loading import ResumableLoader
 
-from .pipeline import TINY_AR
+from .pipeline import TINY_AR, run_train_cli
 
 
 def test_loader_shards_are_disjoint_and_cover_the_epoch():
@@ -37,15 +34,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}",
         *TINY_AR,
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [sys.executable, "-m", "hedgehog.train", *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_train_cli(overrides)
     (record_file,) = (tmp_path / "records").glob("*.json")
     record = json.loads(record_file.read_text())
     assert record["world_size"] == 2

@@ -29,7 +29,13 @@ def test_every_experiment_config_runs(experiment, tmp_path):
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_every_attention_trains_in_the_pipeline(attention, tmp_path):
     cfg = compose_config(
-        ["experiment=associative_recall", f"attention={attention}", "trainer.fast_dev_run=true", "logger=csv", *TINY_AR],
+        [
+            "experiment=associative_recall",
+            f"attention={attention}",
+            "trainer.fast_dev_run=true",
+            "logger=csv",
+            *TINY_AR,
+        ],
         tmp_path,
     )
     record = train(cfg)
@@ -39,7 +45,13 @@ def test_every_attention_trains_in_the_pipeline(attention, tmp_path):
 
 def test_record_written_and_selectable(tmp_path):
     cfg = compose_config(
-        ["experiment=associative_recall", "attention=elu1", "trainer.max_steps=3", "trainer.val_check_interval=3", *TINY_AR],
+        [
+            "experiment=associative_recall",
+            "attention=elu1",
+            "trainer.max_steps=3",
+            "trainer.val_check_interval=3",
+            *TINY_AR,
+        ],
         tmp_path,
     )
     train(cfg)  # default loggers: wandb (disabled in tests) and CSV
@@ -106,6 +118,9 @@ def test_unknown_attention_lists_the_available_ones(tmp_path):
 
 
 def test_bad_data_config_raises_clear_error(tmp_path):
-    cfg = compose_config(["experiment=associative_recall", "data.num_pairs=40", "trainer.fast_dev_run=true", "logger=csv"], tmp_path)
+    cfg = compose_config(
+        ["experiment=associative_recall", "data.num_pairs=40", "trainer.fast_dev_run=true", "logger=csv"],
+        tmp_path,
+    )
     with pytest.raises(ValueError, match="raise vocab_size or lower num_pairs"):
         train(cfg)

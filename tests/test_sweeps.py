@@ -1,13 +1,9 @@
 """Sweeps: the Optuna search runs trials and reports the best parameters."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import yaml
 
-from .pipeline import TINY_AR
+from .pipeline import TINY_AR, run_train_cli
 
 
 @pytest.mark.slow
@@ -22,15 +18,7 @@ def test_optuna_sweep_runs_trials(tmp_path):
         f"paths.log_dir={tmp_path}",
         *TINY_AR,
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [sys.executable, "-m", "hedgehog.train", *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_train_cli(overrides)
     summary = yaml.safe_load(
         (tmp_path / "associative_recall" / "optuna" / "optimization_results.yaml").read_text()
     )

@@ -55,7 +55,9 @@ def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: 
     )
 
 
-def write_tables(folder: Path, stem: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: str) -> str:
+def write_tables(
+    folder: Path, stem: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], caption: str
+) -> str:
     """Write <stem>.md and <stem>.tex into folder; return the markdown."""
     folder.mkdir(parents=True, exist_ok=True)
     md = markdown_table(headers, rows)
