@@ -149,33 +149,7 @@ class _LinearAttentionFn(torch.autograd.Function):
         rden = torch.empty(bh, t, device=q.device, dtype=torch.float32)
         s1 = torch.empty(bh, 2, dims.BDP, dims.DV, device=q.device, dtype=torch.float32)
         z1 = torch.empty(bh, 2, dims.BDP, device=q.device, dtype=torch.float32)
-        if cfg.causal:
-            prefix, zprefix = s0, z0
-            if nseg > 1:
-                s_seg, z_seg = _segment_states(
-                    k,
-                    v,
-                    wk,
-                    bk,
-                    kmask_arg,
-                    kmask is not None,
-                    dummy,
-                    dummy,
-                    dims,
-                    cfg,
-                    t,
-                    h,
-                    nseg,
-                    seg_len,
-                    False,
-                )
-                prefix, zprefix = _exclusive(s_seg, False), _exclusive(z_seg, False)
-                if s0 is not None:
-                    prefix, zprefix = prefix + s0[:, None], zprefix + z0[:, None]
-            elif s0 is not None:
-                prefix, zprefix = s0[:, None], z0[:, None]
-            seg_stride = 1
-        else:
+        if not cfg.causal or nseg > 1:
             s_seg, z_seg = _segment_states(
                 k,
                 v,
@@ -193,6 +167,16 @@ class _LinearAttentionFn(torch.autograd.Function):
                 seg_len,
                 False,
             )
+        if cfg.causal:
+            prefix, zprefix = s0, z0
+            if nseg > 1:
+                prefix, zprefix = _exclusive(s_seg, False), _exclusive(z_seg, False)
+                if s0 is not None:
+                    prefix, zprefix = prefix + s0[:, None], zprefix + z0[:, None]
+            elif s0 is not None:
+                prefix, zprefix = s0[:, None], z0[:, None]
+            seg_stride = 1
+        else:
             prefix, zprefix = s_seg.sum(1, keepdim=True), z_seg.sum(1, keepdim=True)
             seg_stride = 0
         has_init = prefix is not None
@@ -237,18 +221,16 @@ class _LinearAttentionFn(torch.autograd.Function):
             HAS_RES=has_res,
             BDV=_pow2(dims.DV),
         )
-        if cfg.causal:
-            suffix = zsuffix = None
-            if nseg > 1:
-                r_seg, rz_seg = _segment_states(
-                    q, g, wq, bq, q, False, rden, delta, dims, cfg, t, h, nseg, seg_len, True
-                )
-                suffix, zsuffix = _exclusive(r_seg, True), _exclusive(rz_seg, True)
-            r_stride = 1
-        else:
+        if not cfg.causal or nseg > 1:
             r_seg, rz_seg = _segment_states(
                 q, g, wq, bq, q, False, rden, delta, dims, cfg, t, h, nseg, seg_len, True
             )
+        if cfg.causal:
+            suffix = zsuffix = None
+            if nseg > 1:
+                suffix, zsuffix = _exclusive(r_seg, True), _exclusive(rz_seg, True)
+            r_stride = 1
+        else:
             suffix, zsuffix = r_seg.sum(1, keepdim=True), rz_seg.sum(1, keepdim=True)
             r_stride = 0
         atomic = dims.NV > 1
