@@ -8,6 +8,7 @@ python -m hedgehog.train experiment=associative_recall ckpt_path=last   # resume
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,6 @@ def register_resolvers() -> None:
 
 def _finish_wandb(failed: bool) -> None:
     """Close the wandb run even when training failed, so the next job of a multirun starts clean."""
-    import sys
-
     if "wandb" in sys.modules:
         wandb = sys.modules["wandb"]
         if wandb.run is not None:

@@ -1,7 +1,7 @@
 """Next-token prediction: the task for associative recall and for language models.
 
 Labels use -100 for positions that carry no loss (associative recall scores only its
-query positions). Logs loss, accuracy over labelled positions and perplexity.
+query positions). Logs loss and accuracy over labelled positions.
 """
 
 from __future__ import annotations
