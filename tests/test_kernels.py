@@ -105,11 +105,13 @@ def poison_allocator(gib: float = 2.0) -> None:
 @interpreter
 @pytest.mark.parametrize("form", ["softmax", "exp"])
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("segment_len", [None, 64])
-def test_fused_logic_fp32(form, causal, segment_len):
-    # 100 tokens: one full chunk and a masked tail; segment_len=64 splits them in two
+@pytest.mark.parametrize(("t", "segment_len"), [(100, None), (100, 64), (300, 128)])
+def test_fused_logic_fp32(form, causal, t, segment_len):
+    # 100 tokens: one full chunk and a masked tail; segment_len=64 splits them in two;
+    # 300 tokens in segments of 128: chunk states written at several places of a segment,
+    # three segments joined by the prefix over segments, and groups of two chunks in dq, dk/dv
     _, state, (q, k, v, fmap) = check_against_reference(
-        2, 2, 100, 16, torch.float32, form, causal, 1e-4, "cpu", segment_len=segment_len
+        2, 2, t, 16, torch.float32, form, causal, 1e-4, "cpu", segment_len=segment_len
     )
     if causal:
         _, fk = copy.deepcopy(fmap).double()(q.double(), k.double())

@@ -50,6 +50,8 @@ def signature(fn, constants: dict) -> dict[str, str]:
             sig[name] = "*bf16"
         elif name in ("w_ptr", "wq_ptr", "wk_ptr"):
             sig[name] = "*fp16"
+        elif name in ("hs_ptr", "hr_ptr"):
+            sig[name] = "*bf16"
         elif name.endswith("_ptr"):
             sig[name] = "*fp32"
         else:
@@ -57,14 +59,16 @@ def signature(fn, constants: dict) -> dict[str, str]:
     return sig
 
 
-def report(fn, constants: dict, warps: int, stages: int) -> str:
+def report(fn, constants: dict, warps: int, stages: int, maxnreg: int | None = None) -> str:
     src = ASTSource(
         fn=fn,
         signature=signature(fn, constants),
         constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()},
     )
     compiled = triton.compile(
-        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages}
+        src,
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": warps, "num_stages": stages, "maxnreg": maxnreg},
     )
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")
@@ -90,11 +94,19 @@ def main() -> None:
     blocks = dict(BD=d, BDP=d, BV=64)
     atomic = d > 64
     kernels = [
-        ("state fwd", K._state_kernel, dict(MODE=1, BWD=False, HAS_MASK=False)),
-        ("state bwd", K._state_kernel, dict(MODE=1, BWD=True, HAS_MASK=False)),
-        ("forward", K._fwd_kernel, dict(MODE=1, CAUSAL=True, HAS_INIT=False, HAS_MASK=False, STORE_RES=True)),
-        ("dq", K._dq_kernel, dict(MODE=1, CAUSAL=True, HAS_INIT=False, HAS_MASK=False, ATOMIC=atomic)),
-        ("dk, dv", K._dkv_kernel, dict(MODE=1, CAUSAL=True, HAS_INIT=False, HAS_MASK=False, ATOMIC=atomic)),
+        (
+            "state walk",
+            K._state_kernel,
+            dict(MODE=1, BWD=False, REVERSE=False, HAS_MASK=False, HAS_INIT=True, WRITE_CHUNKS=True),
+        ),
+        (
+            "R walk",
+            K._state_kernel,
+            dict(MODE=1, BWD=True, REVERSE=True, HAS_MASK=False, HAS_INIT=True, WRITE_CHUNKS=True),
+        ),
+        ("forward", K._fwd_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, STORE_RES=True)),
+        ("dq", K._dq_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
+        ("dk, dv", K._dkv_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
     ]
     print(f"Hedgehog softmax form, causal, D={d}, num_warps={args.warps}, num_stages={args.stages}, sm_90")
     for name, fn, constants in kernels:

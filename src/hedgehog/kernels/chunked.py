@@ -136,8 +136,12 @@ def _state_kernel(
     kmask_ptr,
     rden_ptr,
     delta_ptr,
-    s_ptr,
-    z_ptr,
+    s0_ptr,
+    z0_ptr,
+    hs_ptr,
+    hz_ptr,
+    s1_ptr,
+    z1_ptr,
     sxb,
     sxh,
     sxt,
@@ -148,6 +152,7 @@ def _state_kernel(
     T,
     H,
     NSEG,
+    NCH,
     seg_len,
     inv_temp,
     D,
@@ -156,16 +161,21 @@ def _state_kernel(
     DV,
     MODE: tl.constexpr,
     BWD: tl.constexpr,
+    REVERSE: tl.constexpr,
     HAS_MASK: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+    WRITE_CHUNKS: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
 ):
-    """One segment's state: sum f(x)^T y and sum f(x) w over its tokens.
+    """Walk the chunks of one segment, summing f(x)^T y and f(x) w; the only serial pass.
 
-    Forward (BWD False): x = k, y = v, w = 1 (the S, z of the segment).
-    Backward (BWD True): x = q, y = g / den', w = delta (the R, r of the segment).
-    Written to s (BH, NSEG, 2, BDP, DV) and z (BH, NSEG, 2, BDP).
+    Forward (BWD False): x = k, y = v, w = 1 (key mask): the S, z of the forward.
+    Backward (BWD True, REVERSE True): x = q, y = g / den', w = delta: R, r, summed from the end.
+    The walk starts from s0, z0 (BH, NSEG, 2, BDP, DV) when HAS_INIT; with WRITE_CHUNKS the
+    state before each chunk (exclusive: the chunks earlier in walk order) goes to hs (DOT
+    type) and hz (fp32), one entry per chunk; the state after the segment goes to s1, z1.
     """
     iv, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
@@ -175,48 +185,73 @@ def _state_kernel(
     b_ptr += ih * DP
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
-    sp = tl.zeros((BDP, BV), tl.float32)
-    sn = tl.zeros((BDP, BV), tl.float32)
-    zp = tl.zeros((BDP,), tl.float32)
-    zn = tl.zeros((BDP,), tl.float32)
+    vm = offs_v[None, :] < DV
+    seg = (ibh * NSEG + iseg) * 2
+    if HAS_INIT:
+        sp = tl.load(s0_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
+        sn = tl.load(s0_ptr + ((seg + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
+        zp = tl.load(z0_ptr + seg * BDP + offs_p)
+        zn = tl.load(z0_ptr + (seg + 1) * BDP + offs_p)
+    else:
+        sp = tl.zeros((BDP, BV), tl.float32)
+        sn = tl.zeros((BDP, BV), tl.float32)
+        zp = tl.zeros((BDP,), tl.float32)
+        zn = tl.zeros((BDP,), tl.float32)
     t0 = iseg * seg_len
     t1 = tl.minimum(t0 + seg_len, T)
-    for start in range(t0, t1, BT):
-        offs_t = start + tl.arange(0, BT)
+    n_chunks = tl.cdiv(t1 - t0, BT)
+    for c in range(n_chunks):
+        ic = t0 // BT + n_chunks - 1 - c if REVERSE else t0 // BT + c
+        if WRITE_CHUNKS:
+            hc = (ibh * NCH + ic) * 2
+            tl.store(hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], sp.to(DOT), mask=vm)
+            tl.store(hs_ptr + ((hc + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], sn.to(DOT), mask=vm)
+            if iv == 0:
+                tl.store(hz_ptr + hc * BDP + offs_p, zp)
+                tl.store(hz_ptr + (hc + 1) * BDP + offs_p, zn)
+        offs_t = ic * BT + tl.arange(0, BT)
         rm = offs_t < t1
         fp, fn, _ = _tile_features(x_ptr, sxt, offs_t, rm, w_ptr, b_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
         y = tl.load(
             y_ptr + offs_t[:, None] * syt + offs_v[None, :],
-            mask=rm[:, None] & (offs_v[None, :] < DV),
+            mask=rm[:, None] & vm,
             other=0.0,
         ).to(tl.float32)
         if BWD:
             rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
             w = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0)
             y = y * rden[:, None]
-        else:
-            w = rm.to(tl.float32)
-            if HAS_MASK:
-                w = w * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
-        if BWD:
             fp = tl.where(rm[:, None], fp, 0.0)
             fn = tl.where(rm[:, None], fn, 0.0)
             zp += tl.sum(fp * w[:, None], 0)
             zn += tl.sum(fn * w[:, None], 0)
         else:
+            w = rm.to(tl.float32)
+            if HAS_MASK:
+                w = w * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
             fp = fp * w[:, None]
             fn = fn * w[:, None]
             zp += tl.sum(fp, 0)
             zn += tl.sum(fn, 0)
-        sp += tl.dot(tl.trans(fp.to(DOT)), y.to(DOT))
-        sn += tl.dot(tl.trans(fn.to(DOT)), y.to(DOT))
-    base = (ibh * NSEG + iseg) * 2
-    vm = offs_v[None, :] < DV
-    tl.store(s_ptr + (base * BDP + offs_p[:, None]) * DV + offs_v[None, :], sp, mask=vm)
-    tl.store(s_ptr + ((base + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], sn, mask=vm)
+        y = y.to(DOT)
+        sp += tl.dot(tl.trans(fp.to(DOT)), y)
+        sn += tl.dot(tl.trans(fn.to(DOT)), y)
+    tl.store(s1_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], sp, mask=vm)
+    tl.store(s1_ptr + ((seg + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], sn, mask=vm)
     if iv == 0:
-        tl.store(z_ptr + base * BDP + offs_p, zp)
-        tl.store(z_ptr + (base + 1) * BDP + offs_p, zn)
+        tl.store(z1_ptr + seg * BDP + offs_p, zp)
+        tl.store(z1_ptr + (seg + 1) * BDP + offs_p, zn)
+
+
+@triton.jit
+def _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP: tl.constexpr):
+    """The two halves of one stored chunk state: S (BDP x BV, DOT) and z (BDP, fp32)."""
+    vm = offs_v[None, :] < DV
+    sp = tl.load(hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
+    sn = tl.load(hs_ptr + ((hc + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
+    zp = tl.load(hz_ptr + hc * BDP + offs_p)
+    zn = tl.load(hz_ptr + (hc + 1) * BDP + offs_p)
+    return sp.to(DOT), sn.to(DOT), zp, zn
 
 
 @triton.jit
@@ -231,10 +266,8 @@ def _fwd_kernel(
     wk_ptr,
     bk_ptr,
     kmask_ptr,
-    s0_ptr,
-    z0_ptr,
-    s1_ptr,
-    z1_ptr,
+    hs_ptr,
+    hz_ptr,
     rden_ptr,
     sqb,
     sqh,
@@ -251,9 +284,7 @@ def _fwd_kernel(
     smb,
     T,
     H,
-    NSEG,
-    seg_len,
-    s0_seg_stride,
+    NCH,
     inv_temp,
     eps,
     D,
@@ -262,23 +293,20 @@ def _fwd_kernel(
     DV,
     MODE: tl.constexpr,
     CAUSAL: tl.constexpr,
-    HAS_INIT: tl.constexpr,
     HAS_MASK: tl.constexpr,
     STORE_RES: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
 ):
-    """Outputs of one segment for one value block, starting from the state s0, z0.
+    """Outputs of one chunk for one value block, from the stored state before it (no carried state).
 
-    Causal: the state enters as the prefix of the segment and is updated chunk by chunk;
-    the final state is written to s1, z1 by the last segment. Non-causal: s0, z0 hold the
-    total over the sequence and the intra-chunk term is not needed. State buffers hold
-    NSEG entries per (batch, head) when s0_seg_stride is 1 and one shared entry when 0.
+    Causal: hs, hz hold the state before each chunk (NCH entries per (batch, head)) and the
+    intra-chunk term is added. Non-causal: hs, hz hold one entry, the total (NCH = 1).
     With STORE_RES the rounding residual o - half(o) goes to res, so that the backward's
     delta = -(g . o) / den' sees o to fp32 accuracy (delta multiplies terms that cancel).
     """
-    iv, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    iv, ic, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
     q_ptr += ib * sqb + ih * sqh
     k_ptr += ib * skb + ih * skh
@@ -292,75 +320,41 @@ def _fwd_kernel(
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
-    if HAS_INIT:
-        base = ibh * (NSEG * s0_seg_stride + 1 - s0_seg_stride) + iseg * s0_seg_stride
-        sp = tl.load(
-            s0_ptr + (base * 2 * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm[None, :], other=0.0
+    offs_t = ic * BT + tl.arange(0, BT)
+    rm = offs_t < T
+    hc = (ibh * NCH + ic) * 2 if CAUSAL else ibh * 2
+    sp, sn, zp, zn = _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP)
+    qp, qn, _ = _tile_features(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
+    qp, qn = qp.to(DOT), qn.to(DOT)
+    num = tl.dot(qp, sp) + tl.dot(qn, sn)
+    den = tl.sum(qp.to(tl.float32) * zp[None, :], 1) + tl.sum(qn.to(tl.float32) * zn[None, :], 1)
+    if CAUSAL:
+        kp, kn, _ = _tile_features(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
+        kw = rm.to(tl.float32)
+        if HAS_MASK:
+            kw = kw * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
+        kp = (kp * kw[:, None]).to(DOT)
+        kn = (kn * kw[:, None]).to(DOT)
+        v = tl.load(
+            v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
         )
-        sn = tl.load(
-            s0_ptr + ((base * 2 + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :],
-            mask=vm[None, :],
-            other=0.0,
+        a = tl.dot(qp, tl.trans(kp)) + tl.dot(qn, tl.trans(kn))
+        a = tl.where(offs_t[:, None] >= offs_t[None, :], a, 0.0)
+        num += tl.dot(a.to(DOT), v.to(DOT))
+        den += tl.sum(a, 1)
+    rden = 1.0 / (den + eps)
+    o = num * rden[:, None]
+    o_low = o.to(o_ptr.dtype.element_ty)
+    o_offs = offs_t[:, None] * sot + offs_v[None, :]
+    tl.store(o_ptr + o_offs, o_low, mask=rm[:, None] & vm[None, :])
+    if STORE_RES:
+        tl.store(
+            res_ptr + o_offs,
+            (o - o_low.to(tl.float32)).to(o_ptr.dtype.element_ty),
+            mask=rm[:, None] & vm[None, :],
         )
-        zp = tl.load(z0_ptr + base * 2 * BDP + offs_p)
-        zn = tl.load(z0_ptr + (base * 2 + 1) * BDP + offs_p)
-    else:
-        sp = tl.zeros((BDP, BV), tl.float32)
-        sn = tl.zeros((BDP, BV), tl.float32)
-        zp = tl.zeros((BDP,), tl.float32)
-        zn = tl.zeros((BDP,), tl.float32)
-    t0 = iseg * seg_len
-    t1 = tl.minimum(t0 + seg_len, T)
-    for start in range(t0, t1, BT):
-        offs_t = start + tl.arange(0, BT)
-        rm = offs_t < t1
-        qp, qn, _ = _tile_features(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
-        qp, qn = qp.to(DOT), qn.to(DOT)
-        num = tl.dot(qp, sp.to(DOT)) + tl.dot(qn, sn.to(DOT))
-        den = tl.sum(qp.to(tl.float32) * zp[None, :], 1) + tl.sum(qn.to(tl.float32) * zn[None, :], 1)
-        if CAUSAL:
-            kp, kn, _ = _tile_features(
-                k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP
-            )
-            kw = rm.to(tl.float32)
-            if HAS_MASK:
-                kw = kw * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
-            kp = (kp * kw[:, None]).to(DOT)
-            kn = (kn * kw[:, None]).to(DOT)
-            v = tl.load(
-                v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
-            )
-            v = v.to(DOT)
-            a = tl.dot(qp, tl.trans(kp)) + tl.dot(qn, tl.trans(kn))
-            a = tl.where(offs_t[:, None] >= offs_t[None, :], a, 0.0)
-            num += tl.dot(a.to(DOT), v)
-            den += tl.sum(a, 1)
-            sp += tl.dot(tl.trans(kp), v)
-            sn += tl.dot(tl.trans(kn), v)
-            zp += tl.sum(kp.to(tl.float32), 0)
-            zn += tl.sum(kn.to(tl.float32), 0)
-        rden = 1.0 / (den + eps)
-        o = num * rden[:, None]
-        o_low = o.to(o_ptr.dtype.element_ty)
-        o_offs = offs_t[:, None] * sot + offs_v[None, :]
-        tl.store(o_ptr + o_offs, o_low, mask=rm[:, None] & vm[None, :])
-        if STORE_RES:
-            tl.store(
-                res_ptr + o_offs,
-                (o - o_low.to(tl.float32)).to(o_ptr.dtype.element_ty),
-                mask=rm[:, None] & vm[None, :],
-            )
-        if iv == 0:
-            tl.store(rden_ptr + ibh * T + offs_t, rden, mask=rm)
-    if CAUSAL:  # noqa: SIM102 (a constexpr branch, then a run-time one)
-        if iseg == NSEG - 1:
-            tl.store(s1_ptr + (ibh * 2 * BDP + offs_p[:, None]) * DV + offs_v[None, :], sp, mask=vm[None, :])
-            tl.store(
-                s1_ptr + ((ibh * 2 + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], sn, mask=vm[None, :]
-            )
-            if iv == 0:
-                tl.store(z1_ptr + ibh * 2 * BDP + offs_p, zp)
-                tl.store(z1_ptr + (ibh * 2 + 1) * BDP + offs_p, zn)
+    if iv == 0:
+        tl.store(rden_ptr + ibh * T + offs_t, rden, mask=rm)
 
 
 @triton.jit
@@ -469,8 +463,8 @@ def _dq_kernel(
     wk_ptr,
     bk_ptr,
     kmask_ptr,
-    s0_ptr,
-    z0_ptr,
+    hs_ptr,
+    hz_ptr,
     rden_ptr,
     delta_ptr,
     dw_ptr,
@@ -493,9 +487,8 @@ def _dq_kernel(
     smb,
     T,
     H,
-    NSEG,
-    seg_len,
-    s0_seg_stride,
+    NCH,
+    group_len,
     inv_temp,
     D,
     DP,
@@ -503,15 +496,18 @@ def _dq_kernel(
     DV,
     MODE: tl.constexpr,
     CAUSAL: tl.constexpr,
-    HAS_INIT: tl.constexpr,
     HAS_MASK: tl.constexpr,
     ATOMIC: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
 ):
-    """dq (and dWq, dbq): a forward walk over the segment carrying S' = [S, z]."""
-    iv, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """dq (and dWq, dbq) for a group of chunks, each from the stored forward state S' = [S, z] before it.
+
+    The chunks of a group are independent (no carried state); the group only shares the
+    dW, db accumulators, added atomically once per program.
+    """
+    iv, igrp, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
     q_ptr += ib * sqb + ih * sqh
     k_ptr += ib * skb + ih * skh
@@ -526,30 +522,15 @@ def _dq_kernel(
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
     first = (iv == 0).to(tl.float32)
-    if HAS_INIT:
-        base = ibh * (NSEG * s0_seg_stride + 1 - s0_seg_stride) + iseg * s0_seg_stride
-        sp = tl.load(
-            s0_ptr + (base * 2 * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm[None, :], other=0.0
-        )
-        sn = tl.load(
-            s0_ptr + ((base * 2 + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :],
-            mask=vm[None, :],
-            other=0.0,
-        )
-        zp = tl.load(z0_ptr + base * 2 * BDP + offs_p)
-        zn = tl.load(z0_ptr + (base * 2 + 1) * BDP + offs_p)
-    else:
-        sp = tl.zeros((BDP, BV), tl.float32)
-        sn = tl.zeros((BDP, BV), tl.float32)
-        zp = tl.zeros((BDP,), tl.float32)
-        zn = tl.zeros((BDP,), tl.float32)
     dw = tl.zeros((BD, BDP), tl.float32)
     db = tl.zeros((BDP,), tl.float32)
-    t0 = iseg * seg_len
-    t1 = tl.minimum(t0 + seg_len, T)
+    t0 = igrp * group_len
+    t1 = tl.minimum(t0 + group_len, T)
     for start in range(t0, t1, BT):
         offs_t = start + tl.arange(0, BT)
-        rm = offs_t < t1
+        rm = offs_t < T
+        hc = (ibh * NCH + start // BT) * 2 if CAUSAL else ibh * 2
+        sp, sn, zp, zn = _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP)
         qp, qn, xq = _tile_features(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
         g = tl.load(
             g_ptr + offs_t[:, None] * sgt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
@@ -557,8 +538,8 @@ def _dq_kernel(
         rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
         delta = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0) * first
         g = (g.to(tl.float32) * rden[:, None]).to(DOT)
-        dfp = tl.dot(g, tl.trans(sp.to(DOT))) + delta[:, None] * zp[None, :]
-        dfn = tl.dot(g, tl.trans(sn.to(DOT))) + delta[:, None] * zn[None, :]
+        dfp = tl.dot(g, tl.trans(sp)) + delta[:, None] * zp[None, :]
+        dfn = tl.dot(g, tl.trans(sn)) + delta[:, None] * zn[None, :]
         if CAUSAL:
             kp, kn, _ = _tile_features(
                 k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP
@@ -571,15 +552,10 @@ def _dq_kernel(
             v = tl.load(
                 v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
             )
-            v = v.to(DOT)
-            p = tl.dot(g, tl.trans(v)) + delta[:, None]
+            p = tl.dot(g, tl.trans(v.to(DOT))) + delta[:, None]
             p = tl.where((offs_t[:, None] >= offs_t[None, :]) & rm[None, :], p, 0.0).to(DOT)
             dfp += tl.dot(p, kp)
             dfn += tl.dot(p, kn)
-            sp += tl.dot(tl.trans(kp), v)
-            sn += tl.dot(tl.trans(kn), v)
-            zp += tl.sum(kp.to(tl.float32), 0)
-            zn += tl.sum(kn.to(tl.float32), 0)
         dw, db = _write_input_grad(
             dq_ptr,
             sdt,
@@ -622,8 +598,8 @@ def _dkv_kernel(
     wk_ptr,
     bk_ptr,
     kmask_ptr,
-    r0_ptr,
-    rz0_ptr,
+    hr_ptr,
+    hrz_ptr,
     rden_ptr,
     delta_ptr,
     dw_ptr,
@@ -649,9 +625,8 @@ def _dkv_kernel(
     smb,
     T,
     H,
-    NSEG,
-    seg_len,
-    r0_seg_stride,
+    NCH,
+    group_len,
     inv_temp,
     D,
     DP,
@@ -659,15 +634,14 @@ def _dkv_kernel(
     DV,
     MODE: tl.constexpr,
     CAUSAL: tl.constexpr,
-    HAS_INIT: tl.constexpr,
     HAS_MASK: tl.constexpr,
     ATOMIC: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
 ):
-    """dk, dv (and dWk, dbk): a reverse walk over the segment carrying R' = sum fq g'^T."""
-    iv, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """dk, dv (and dWk, dbk) for a group of chunks, each from the stored state R' = sum fq g'^T after it."""
+    iv, igrp, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
     q_ptr += ib * sqb + ih * sqh
     k_ptr += ib * skb + ih * skh
@@ -683,31 +657,15 @@ def _dkv_kernel(
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
     first = (iv == 0).to(tl.float32)
-    if HAS_INIT:
-        base = ibh * (NSEG * r0_seg_stride + 1 - r0_seg_stride) + iseg * r0_seg_stride
-        rp = tl.load(
-            r0_ptr + (base * 2 * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm[None, :], other=0.0
-        )
-        rn = tl.load(
-            r0_ptr + ((base * 2 + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :],
-            mask=vm[None, :],
-            other=0.0,
-        )
-        rzp = tl.load(rz0_ptr + base * 2 * BDP + offs_p) * first
-        rzn = tl.load(rz0_ptr + (base * 2 + 1) * BDP + offs_p) * first
-    else:
-        rp = tl.zeros((BDP, BV), tl.float32)
-        rn = tl.zeros((BDP, BV), tl.float32)
-        rzp = tl.zeros((BDP,), tl.float32)
-        rzn = tl.zeros((BDP,), tl.float32)
     dw = tl.zeros((BD, BDP), tl.float32)
     db = tl.zeros((BDP,), tl.float32)
-    t0 = iseg * seg_len
-    t1 = tl.minimum(t0 + seg_len, T)
-    n_chunks = tl.cdiv(t1 - t0, BT)
-    for c in range(n_chunks):
-        offs_t = t0 + (n_chunks - 1 - c) * BT + tl.arange(0, BT)
-        rm = offs_t < t1
+    t0 = igrp * group_len
+    t1 = tl.minimum(t0 + group_len, T)
+    for start in range(t0, t1, BT):
+        offs_t = start + tl.arange(0, BT)
+        rm = offs_t < T
+        hc = (ibh * NCH + start // BT) * 2 if CAUSAL else ibh * 2
+        rp, rn, rzp, rzn = _load_state(hr_ptr, hrz_ptr, hc, offs_p, offs_v, DV, BDP)
         kp, kn, xk = _tile_features(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
         kw = rm.to(tl.float32)
         if HAS_MASK:
@@ -718,9 +676,9 @@ def _dkv_kernel(
             v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
         )
         v = v.to(DOT)
-        dv = tl.dot(kpe, rp.to(DOT)) + tl.dot(kne, rn.to(DOT))
-        dfp = tl.dot(v, tl.trans(rp.to(DOT))) + rzp[None, :]
-        dfn = tl.dot(v, tl.trans(rn.to(DOT))) + rzn[None, :]
+        dv = tl.dot(kpe, rp) + tl.dot(kne, rn)
+        dfp = tl.dot(v, tl.trans(rp)) + rzp[None, :] * first
+        dfn = tl.dot(v, tl.trans(rn)) + rzn[None, :] * first
         if CAUSAL:
             qp, qn, _ = _tile_features(
                 q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP
@@ -741,10 +699,6 @@ def _dkv_kernel(
             pt = tl.where(causal, pt, 0.0).to(DOT)
             dfp += tl.dot(pt, qp)
             dfn += tl.dot(pt, qn)
-            rp += tl.dot(tl.trans(qp), g)
-            rn += tl.dot(tl.trans(qn), g)
-            rzp += tl.sum(qp.to(tl.float32) * delta[:, None], 0)
-            rzn += tl.sum(qn.to(tl.float32) * delta[:, None], 0)
         tl.store(
             dv_ptr + offs_t[:, None] * svvt + offs_v[None, :],
             dv.to(dv_ptr.dtype.element_ty),

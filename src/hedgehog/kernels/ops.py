@@ -47,8 +47,17 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
     dv = v.shape[-1]
     bd, bdp = _pow2(d), _pow2(dp)
     bv = min(64, _pow2(dv))
-    warps = 8 if bd <= 64 and bdp <= 64 else 16
+    warps = 4 if bd <= 64 and bdp <= 64 else 8  # measured best of 4, 8, 16 on the H200 (tuning/)
     return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), warps, 1)
+
+
+# Launch options per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}};
+# empty means the defaults of _dims. For tuning on a GPU (experiments/efficiency/tune.py).
+LAUNCH: dict[str, dict[str, int]] = {}
+
+
+def _launch(kind: str, dims: _Dims) -> dict[str, int]:
+    return {"num_warps": dims.warps, "num_stages": dims.stages, **LAUNCH.get(kind, {})}
 
 
 def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
@@ -105,19 +114,34 @@ def _strides(x: Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def _segment_states(x, y, w, b, kmask, has_mask, rden, delta, dims, cfg, t, h, nseg, seg_len, bwd):
-    """Per-segment states (BH, nseg, 2, BDP, Dv) and (BH, nseg, 2, BDP) by _state_kernel."""
+STATE_DTYPE = torch.float32 if K.INTERPRET else torch.bfloat16  # stored chunk states (the DOT type)
+
+
+def _group_len(t: int, programs: int, device: torch.device, segment_len: int | None) -> int:
+    """Tokens per program of the dq, dk/dv kernels (independent chunks): about 8 programs per SM."""
+    if segment_len is not None:
+        return segment_len
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    n_chunks = triton.cdiv(t, CHUNK)
+    want = max(1, triton.cdiv(8 * sms, programs))
+    return triton.cdiv(n_chunks, min(want, n_chunks)) * CHUNK
+
+
+def _walk(x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd):
+    """One launch of _state_kernel over (value blocks, segments, batch x heads); returns the end states."""
     bh = x.shape[0] * h
-    s = torch.empty(bh, nseg, 2, dims.BDP, dims.DV, device=x.device, dtype=torch.float32)
-    z = torch.empty(bh, nseg, 2, dims.BDP, device=x.device, dtype=torch.float32)
+    s1 = torch.empty(bh, nseg, 2, dims.BDP, dims.DV, device=x.device, dtype=torch.float32)
+    z1 = torch.empty(bh, nseg, 2, dims.BDP, device=x.device, dtype=torch.float32)
+    s0, z0 = init if init is not None else (s1, z1)
+    write = hs is not None
     K._state_kernel[(dims.NV, nseg, bh)](
-        x, y, w, b, kmask, rden, delta, s, z,
+        x, y, w, b, kmask, rden, delta, s0, z0, hs if write else s1, hz if write else z1, s1, z1,
         *_strides(x), *_strides(y), t,
-        t, h, nseg, seg_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
-        MODE=dims.mode, BWD=bwd, HAS_MASK=has_mask,
-        BD=dims.BD, BDP=dims.BDP, BV=dims.BV, num_warps=dims.warps, num_stages=dims.stages,
+        t, h, nseg, triton.cdiv(t, CHUNK), seg_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
+        MODE=dims.mode, BWD=bwd, REVERSE=bwd, HAS_MASK=has_mask, HAS_INIT=init is not None,
+        WRITE_CHUNKS=write, BD=dims.BD, BDP=dims.BDP, BV=dims.BV, **_launch("state", dims),
     )  # fmt: skip
-    return s, z
+    return s1, z1
 
 
 def _exclusive(s: Tensor, reverse: bool) -> Tensor:
@@ -128,111 +152,114 @@ def _exclusive(s: Tensor, reverse: bool) -> Tensor:
     return out.flip(1) if reverse else out
 
 
+def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t, h, bwd):
+    """The state before each chunk in walk order (forward: S, z; bwd: R, r from the end).
+
+    Returns hs (BH, chunks, 2, BDP, Dv) in the kernels' DOT type, hz (BH, chunks, 2, BDP) fp32
+    and the state after the whole sequence (BH, 2, BDP, Dv), (BH, 2, BDP) fp32. Long sequences
+    at small batch are cut into segments: a first walk sums each segment, a prefix sum over
+    segments gives each its start, and a second walk writes the chunk states.
+    """
+    bh = x.shape[0] * h
+    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len)
+    nseg = triton.cdiv(t, seg_len)
+    init = None if s0 is None else (s0[:, None], z0[:, None])
+    if nseg > 1:
+        tot_s, tot_z = _walk(
+            x, y, w, b, kmask, has_mask, rden, delta, None, None, None, dims, cfg, t, h, nseg, seg_len, bwd
+        )
+        pre_s, pre_z = _exclusive(tot_s, bwd), _exclusive(tot_z, bwd)
+        if s0 is not None:
+            pre_s, pre_z = pre_s + s0[:, None], pre_z + z0[:, None]
+        init = (pre_s, pre_z)
+    nch = triton.cdiv(t, CHUNK)
+    hs = torch.empty(bh, nch, 2, dims.BDP, dims.DV, device=x.device, dtype=STATE_DTYPE)
+    hz = torch.empty(bh, nch, 2, dims.BDP, device=x.device, dtype=torch.float32)
+    end_s, end_z = _walk(
+        x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd
+    )
+    last = 0 if bwd else -1
+    return hs, hz, end_s[:, last], end_z[:, last]
+
+
+def _total_state(x, y, w, b, kmask, has_mask, rden, delta, dims, cfg, t, h, bwd):
+    """Non-causal: the state summed over the whole sequence, as one stored 'chunk' state per (batch, head)."""
+    bh = x.shape[0] * h
+    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len)
+    nseg = triton.cdiv(t, seg_len)
+    s, z = _walk(
+        x, y, w, b, kmask, has_mask, rden, delta, None, None, None, dims, cfg, t, h, nseg, seg_len, bwd
+    )
+    s, z = s.sum(1, keepdim=True), z.sum(1, keepdim=True)
+    return s.to(STATE_DTYPE), z, s[:, 0], z[:, 0]
+
+
 class _LinearAttentionFn(torch.autograd.Function):
-    """Causal or non-causal linear attention; Hedgehog features fused or generic features given."""
+    """Causal or non-causal linear attention; Hedgehog features fused or generic features given.
+
+    Forward: the chunk states (one serial walk per segment), then every chunk's output in
+    parallel. Backward: the forward's chunk states again (recomputed, not stored: memory),
+    the reverse states R, and dq, dk/dv per chunk in parallel.
+    """
 
     @staticmethod
     def forward(ctx, q, k, v, wq, bq, wk, bk, kmask, s0, z0, cfg: _Config):
         dims = _dims(cfg.mode, q, v, wq)
         b, h, t = q.shape[:3]
         bh = b * h
-        seg_len = _segment_len(t, bh * dims.NV, q.device, cfg.segment_len)
-        nseg = triton.cdiv(t, seg_len)
         dummy = q
         wq, bq, wk, bk = (dummy if x is None else x for x in (wq, bq, wk, bk))
         if cfg.mode != 0:
             wq, wk = wq.to(PROJ_DTYPE), wk.to(PROJ_DTYPE)
         kmask_arg = dummy if kmask is None else kmask
+        has_mask = kmask is not None
+        fwd_args = (k, v, wk, bk, kmask_arg, has_mask, dummy, dummy)
+        if cfg.causal:
+            hs, hz, s1, z1 = _chunk_states(*fwd_args, s0, z0, dims, cfg, t, h, False)
+        else:
+            hs, hz, s1, z1 = _total_state(*fwd_args, dims, cfg, t, h, False)
         o = torch.empty_like(v)
         store_res = v.dtype in (torch.float16, torch.bfloat16) and any(ctx.needs_input_grad[:7])
         res = torch.empty_like(v) if store_res else o
         rden = torch.empty(bh, t, device=q.device, dtype=torch.float32)
-        s1 = torch.empty(bh, 2, dims.BDP, dims.DV, device=q.device, dtype=torch.float32)
-        z1 = torch.empty(bh, 2, dims.BDP, device=q.device, dtype=torch.float32)
-        if not cfg.causal or nseg > 1:
-            s_seg, z_seg = _segment_states(
-                k,
-                v,
-                wk,
-                bk,
-                kmask_arg,
-                kmask is not None,
-                dummy,
-                dummy,
-                dims,
-                cfg,
-                t,
-                h,
-                nseg,
-                seg_len,
-                False,
-            )
-        if cfg.causal:
-            prefix, zprefix = s0, z0
-            if nseg > 1:
-                prefix, zprefix = _exclusive(s_seg, False), _exclusive(z_seg, False)
-                if s0 is not None:
-                    prefix, zprefix = prefix + s0[:, None], zprefix + z0[:, None]
-            elif s0 is not None:
-                prefix, zprefix = s0[:, None], z0[:, None]
-            seg_stride = 1
-        else:
-            prefix, zprefix = s_seg.sum(1, keepdim=True), z_seg.sum(1, keepdim=True)
-            seg_stride = 0
-        has_init = prefix is not None
-        K._fwd_kernel[(dims.NV, nseg, bh)](
-            q, k, v, o, res, wq, bq, wk, bk, kmask_arg,
-            prefix if has_init else dummy, zprefix if has_init else dummy, s1, z1, rden,
+        K._fwd_kernel[(dims.NV, triton.cdiv(t, CHUNK), bh)](
+            q, k, v, o, res, wq, bq, wk, bk, kmask_arg, hs, hz, rden,
             *_strides(q), *_strides(k), *_strides(v), *_strides(o), t,
-            t, h, nseg, seg_len, seg_stride, cfg.inv_temp, cfg.eps, dims.D, dims.DP, dims.F, dims.DV,
-            MODE=dims.mode, CAUSAL=cfg.causal, HAS_INIT=has_init, HAS_MASK=kmask is not None,
-            STORE_RES=store_res, BD=dims.BD, BDP=dims.BDP, BV=dims.BV, num_warps=dims.warps, num_stages=dims.stages,
+            t, h, hs.shape[1], cfg.inv_temp, cfg.eps, dims.D, dims.DP, dims.F, dims.DV,
+            MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, STORE_RES=store_res,
+            BD=dims.BD, BDP=dims.BDP, BV=dims.BV, **_launch("fwd", dims),
         )  # fmt: skip
-        if not cfg.causal:
-            s1, z1 = prefix[:, 0], zprefix[:, 0]
-        ctx.save_for_backward(
-            q, k, v, o, res, wq, bq, wk, bk, kmask_arg, rden,
-            prefix if has_init else dummy, zprefix if has_init else dummy,
-        )  # fmt: skip
-        ctx.cfg, ctx.dims, ctx.seg = cfg, dims, (seg_len, nseg, has_init, kmask is not None, store_res)
+        # causal: the chunk states are recomputed in the backward (they are 2F/D times the size of k)
+        saved_state = (s0, z0) if cfg.causal else (hs, hz)
+        saved_state = tuple(dummy if x is None else x for x in saved_state)
+        ctx.save_for_backward(q, k, v, o, res, wq, bq, wk, bk, kmask_arg, rden, *saved_state)
+        ctx.cfg, ctx.dims = cfg, dims
+        ctx.flags = (has_mask, store_res, s0 is not None)
         ctx.mark_non_differentiable(s1, z1)
         return o, s1, z1
 
     @staticmethod
     def backward(ctx, grad_o, _grad_s, _grad_z):
-        q, k, v, o, res, wq, bq, wk, bk, kmask, rden, prefix, zprefix = ctx.saved_tensors
+        q, k, v, o, res, wq, bq, wk, bk, kmask, rden, saved_s, saved_z = ctx.saved_tensors
         cfg, dims = ctx.cfg, ctx.dims
-        seg_len, nseg, has_init, has_mask, has_res = ctx.seg
+        has_mask, has_res, has_s0 = ctx.flags
         b, h, t = q.shape[:3]
         bh = b * h
         g = _unit(grad_o)
         delta = torch.empty(bh, t, device=q.device, dtype=torch.float32)
         K._delta_kernel[(triton.cdiv(t, CHUNK), bh)](
-            o,
-            res,
-            g,
-            rden,
-            delta,
-            *_strides(o),
-            *_strides(g),
-            t,
-            h,
-            dims.DV,
-            HAS_RES=has_res,
-            BDV=_pow2(dims.DV),
-        )
-        if not cfg.causal or nseg > 1:
-            r_seg, rz_seg = _segment_states(
-                q, g, wq, bq, q, False, rden, delta, dims, cfg, t, h, nseg, seg_len, True
-            )
+            o, res, g, rden, delta, *_strides(o), *_strides(g), t, h, dims.DV,
+            HAS_RES=has_res, BDV=_pow2(dims.DV),
+        )  # fmt: skip
+        fwd_args = (k, v, wk, bk, kmask, has_mask, q, q)
+        bwd_args = (q, g, wq, bq, q, False, rden, delta)
         if cfg.causal:
-            suffix = zsuffix = None
-            if nseg > 1:
-                suffix, zsuffix = _exclusive(r_seg, True), _exclusive(rz_seg, True)
-            r_stride = 1
+            s0, z0 = (saved_s, saved_z) if has_s0 else (None, None)
+            hs, hz, _, _ = _chunk_states(*fwd_args, s0, z0, dims, cfg, t, h, False)
+            hr, hrz, _, _ = _chunk_states(*bwd_args, None, None, dims, cfg, t, h, True)
         else:
-            suffix, zsuffix = r_seg.sum(1, keepdim=True), rz_seg.sum(1, keepdim=True)
-            r_stride = 0
+            hs, hz = saved_s, saved_z
+            hr, hrz, _, _ = _total_state(*bwd_args, dims, cfg, t, h, True)
         atomic = dims.NV > 1
         if atomic:
             dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
@@ -247,22 +274,22 @@ class _LinearAttentionFn(torch.autograd.Function):
         dbk = torch.zeros_like(dbq) if hedgehog else q
         common = dict(
             MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
-            BD=dims.BD, BDP=dims.BDP, BV=dims.BV, num_warps=dims.warps, num_stages=dims.stages,
+            BD=dims.BD, BDP=dims.BDP, BV=dims.BV,
         )  # fmt: skip
-        grid = (dims.NV, nseg, bh)
+        group_len = _group_len(t, bh * dims.NV, q.device, cfg.segment_len)
+        grid = (dims.NV, triton.cdiv(t, group_len), bh)
         K._dq_kernel[grid](
-            q, k, v, g, dq, wq, bq, wk, bk, kmask, prefix, zprefix, rden, delta, dwq, dbq,
+            q, k, v, g, dq, wq, bq, wk, bk, kmask, hs, hz, rden, delta, dwq, dbq,
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq), t,
-            t, h, nseg, seg_len, 1 if cfg.causal else 0, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
-            HAS_INIT=has_init, **common,
+            t, h, hs.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
+            **_launch("dq", dims),
         )  # fmt: skip
-        has_suffix = suffix is not None
+        del hs, hz
         K._dkv_kernel[grid](
-            q, k, v, g, dk, dv, wq, bq, wk, bk, kmask,
-            suffix if has_suffix else q, zsuffix if has_suffix else q, rden, delta, dwk, dbk,
+            q, k, v, g, dk, dv, wq, bq, wk, bk, kmask, hr, hrz, rden, delta, dwk, dbk,
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), t,
-            t, h, nseg, seg_len, r_stride, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
-            HAS_INIT=has_suffix, **common,
+            t, h, hr.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
+            **_launch("dkv", dims),
         )  # fmt: skip
         if atomic:
             dq, dk = dq.to(q.dtype), dk.to(k.dtype)

@@ -1,0 +1,118 @@
+"""Launch-option sweep and per-kernel time breakdown of the fused Hedgehog kernels (GPU only).
+
+For each launch configuration: the float64 check of `hedgehog.bench` (outputs and all gradients,
+NaN-poisoned memory; configurations that fail are not timed), then forward and forward+backward
+times (triton.testing.do_bench, median) at the given lengths of both shapes, and the time of each
+kernel in one forward+backward (torch.profiler). One process, one GPU, side by side.
+
+    python experiments/efficiency/tune.py [--lengths 1024,8192] [--configs 8,4]
+A config is "W" (num_warps W for every kernel) or "state=W,fwd=W,dq=W,dkv=W".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import torch
+import triton
+
+from hedgehog import bench
+from hedgehog.kernels import hedgehog_attention, ops
+
+KINDS = ("state", "fwd", "dq", "dkv")
+
+
+def parse(config: str) -> dict[str, dict[str, int]]:
+    if "=" not in config:
+        return {kind: {"num_warps": int(config)} for kind in KINDS}
+    out = {}
+    for part in config.split(","):
+        kind, warps = part.split("=")
+        out[kind] = {"num_warps": int(warps)}
+    return out
+
+
+def breakdown(step) -> dict[str, float]:
+    """Milliseconds per kernel name (summed over launches) in one call of step."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    times = defaultdict(float)
+    for e in prof.key_averages():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            times[e.key[:40]] += e.device_time_total / 1e3
+    return dict(sorted(times.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lengths", default="1024,8192")
+    parser.add_argument("--shapes", default="gpt2,llama2")
+    parser.add_argument("--configs", default="default")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    results = []
+    for config in args.configs.split(";"):
+        ops.LAUNCH.clear()
+        if config != "default":
+            ops.LAUNCH.update(parse(config))
+        for shape in args.shapes.split(","):
+            cfg = bench.SHAPES[shape]
+            h, d = cfg["H"], cfg["D"]
+            start = time.perf_counter()
+            errors = bench.check_fused(h, d)
+            worst = max(errors.values())
+            line = {
+                "config": config,
+                "shape": shape,
+                "worst_rel_err": worst,
+                "compile_check_s": time.perf_counter() - start,
+            }
+            print(json.dumps(line), flush=True)
+            if not worst <= 1e-2:
+                print("  FAILED", errors, flush=True)
+                continue
+            fmap = bench._hedgehog_map(h, d, "cuda")
+            params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+            for t in lengths:
+                b = max(1, cfg["tokens"] // t)
+                q, k, v = (
+                    torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                    for _ in range(3)
+                )
+                g = torch.randn_like(q)
+
+                def fwd(q=q, k=k, v=v, params=params):
+                    return hedgehog_attention(q, k, v, *params)[0]
+
+                def step(fwd=fwd, g=g):
+                    fwd().backward(g)
+
+                fwd_ms = triton.testing.do_bench(fwd, grad_to_none=[q, k, v, *params])
+                step_ms = triton.testing.do_bench(step, grad_to_none=[q, k, v, *params])
+                parts = breakdown(step)
+                row = {
+                    "config": config,
+                    "shape": shape,
+                    "T": t,
+                    "B": b,
+                    "fwd_ms": round(fwd_ms, 3),
+                    "fwd_bwd_ms": round(step_ms, 3),
+                    "kernels_ms": {k_: round(v_, 3) for k_, v_ in parts.items()},
+                }
+                results.append(row)
+                print(json.dumps(row), flush=True)
+                del q, k, v, g
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
