@@ -121,6 +121,16 @@ def test_fused_logic_fp32(form, causal, t, segment_len):
 
 @interpreter
 @pytest.mark.parametrize("causal", [True, False])
+def test_fused_logic_fp32_chunks_of_32(monkeypatch, causal):
+    # the wide shapes (head dim or feature half > 64) run chunks of 32 tokens: same function
+    from hedgehog.kernels import ops
+
+    monkeypatch.setitem(ops.LAUNCH, "chunk", {"BT": 32})
+    check_against_reference(1, 2, 150, 16, torch.float32, "softmax", causal, 1e-4, "cpu", segment_len=64)
+
+
+@interpreter
+@pytest.mark.parametrize("causal", [True, False])
 def test_fused_two_value_blocks(causal):
     # head dim 128: two blocks of 64 value columns, dq and dk summed across them with atomics
     check_against_reference(1, 1, 70, 128, torch.float32, "softmax", causal, 1e-4, "cpu")

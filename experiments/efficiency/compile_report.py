@@ -89,9 +89,12 @@ def main() -> None:
     parser.add_argument("--warps", type=int, default=8)
     parser.add_argument("--stages", type=int, default=1)
     parser.add_argument("--head-dim", type=int, default=64, choices=(64, 128))
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="tokens per chunk (default: as the kernels pick)"
+    )
     args = parser.parse_args()
     d = args.head_dim
-    blocks = dict(BD=d, BDP=d, BV=64)
+    blocks = dict(BD=d, BDP=d, BV=64, BT=args.chunk or (64 if d <= 64 else 32))
     atomic = d > 64
     kernels = [
         (
@@ -108,7 +111,10 @@ def main() -> None:
         ("dq", K._dq_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("dk, dv", K._dkv_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
     ]
-    print(f"Hedgehog softmax form, causal, D={d}, num_warps={args.warps}, num_stages={args.stages}, sm_90")
+    print(
+        f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, num_warps={args.warps}, "
+        f"num_stages={args.stages}, sm_90"
+    )
     for name, fn, constants in kernels:
         print(f"{name:10s} {report(fn, {**constants, **blocks}, args.warps, args.stages)}")
 

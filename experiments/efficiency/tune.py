@@ -6,7 +6,8 @@ times (triton.testing.do_bench, median) at the given lengths of both shapes, and
 kernel in one forward+backward (torch.profiler). One process, one GPU, side by side.
 
     python experiments/efficiency/tune.py [--lengths 1024,8192] [--configs 8,4]
-A config is "W" (num_warps W for every kernel) or "state=W,fwd=W,dq=W,dkv=W".
+A config is "W[:S]" (num_warps W, num_stages S for every kernel) or "state=W[:S],fwd=..,dq=..,dkv=..";
+configs are separated by ";".
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from hedgehog.kernels import hedgehog_attention, ops
 KINDS = ("state", "fwd", "dq", "dkv")
 
 
+def _options(spec: str) -> dict[str, int]:
+    warps, _, stages = spec.partition(":")
+    return {"num_warps": int(warps), **({"num_stages": int(stages)} if stages else {})}
+
+
 def parse(config: str) -> dict[str, dict[str, int]]:
     if "=" not in config:
-        return {kind: {"num_warps": int(config)} for kind in KINDS}
+        return {kind: _options(config) for kind in KINDS}
     out = {}
     for part in config.split(","):
-        kind, warps = part.split("=")
-        out[kind] = {"num_warps": int(warps)}
+        kind, spec = part.split("=")
+        out[kind] = _options(spec)
     return out
 
 

@@ -33,7 +33,7 @@ import os
 import triton
 import triton.language as tl
 
-BT = tl.constexpr(64)  # tokens per chunk
+DELTA_BT = tl.constexpr(64)  # tokens per program of _delta_kernel
 # Operand types of the matmuls (all accumulate in fp32). DOT, for the attention products:
 # bf16, whose range holds the growing state and the 1/den-scaled gradients. PROJ, for the
 # feature projection x W and its backward: fp16, whose 11-bit significand matches tf32's
@@ -48,19 +48,23 @@ MODES = {"generic": 0, "softmax": 1, "exp": 2}
 
 
 @triton.jit
-def _activate(z, cm, MODE: tl.constexpr):
-    """Hedgehog feature halves of z (rows x BDP), columns where cm is False set to 0."""
+def _half_features(z, m, cm, half, MODE: tl.constexpr):
+    """Feature half ``half`` (0: f_p, 1: f_n) of z (rows x BDP, fp32); columns where cm is False are 0.
+
+    MODE 1: softmax(+-z) per row. MODE 2: exp(+-z - m), m = max |z| per row (shared by both halves).
+    """
+    zs = z * (1.0 - 2.0 * half)
     if MODE == 1:
-        zp = tl.where(cm[None, :], z, float("-inf"))
-        ep = tl.exp(zp - tl.max(zp, 1)[:, None])
-        zn = tl.where(cm[None, :], -z, float("-inf"))
-        en = tl.exp(zn - tl.max(zn, 1)[:, None])
-        return ep / tl.sum(ep, 1)[:, None], en / tl.sum(en, 1)[:, None]
+        zs = tl.where(cm[None, :], zs, float("-inf"))
+        e = tl.exp(zs - tl.max(zs, 1)[:, None])
+        return e / tl.sum(e, 1)[:, None]
     else:
-        m = tl.max(tl.where(cm[None, :], tl.abs(z), 0.0), 1)[:, None]
-        fp = tl.where(cm[None, :], tl.exp(z - m), 0.0)
-        fn = tl.where(cm[None, :], tl.exp(-z - m), 0.0)
-        return fp, fn
+        return tl.where(cm[None, :], tl.exp(zs - m[:, None]), 0.0)
+
+
+@triton.jit
+def _row_max_abs(z, cm):
+    return tl.max(tl.where(cm[None, :], tl.abs(z), 0.0), 1)
 
 
 @triton.jit
@@ -78,7 +82,7 @@ def _project(x, w_ptr, b_ptr, inv_temp, D, DP, BD: tl.constexpr, BDP: tl.constex
 
 
 @triton.jit
-def _tile_features(
+def _tile_z(
     x_ptr,
     stride_t,
     offs_t,
@@ -88,25 +92,17 @@ def _tile_features(
     inv_temp,
     D,
     DP,
-    F,
     MODE: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
+    BT: tl.constexpr,
 ):
-    """Feature halves (BT x BDP, fp32) of one tile, and the raw tile (BT x BD, PROJ)."""
+    """Hedgehog modes: z = (x W + b) / T of one tile (BT x BDP, fp32), the tile x (PROJ) and the
+    exp form's row max m. Generic mode: nothing is computed (the features are loaded per half)."""
     offs_p = tl.arange(0, BDP)
     if MODE == 0:
-        fp = tl.load(
-            x_ptr + offs_t[:, None] * stride_t + offs_p[None, :],
-            mask=rm[:, None] & (offs_p[None, :] < DP),
-            other=0.0,
-        ).to(tl.float32)
-        fn = tl.load(
-            x_ptr + offs_t[:, None] * stride_t + DP + offs_p[None, :],
-            mask=rm[:, None] & (offs_p[None, :] < F - DP),
-            other=0.0,
-        ).to(tl.float32)
-        return fp, fn, fp
+        z = tl.zeros((BT, BDP), tl.float32)
+        return z, z, tl.zeros((BT,), tl.float32)
     else:
         offs_d = tl.arange(0, BD)
         x = tl.load(
@@ -114,17 +110,46 @@ def _tile_features(
             mask=rm[:, None] & (offs_d[None, :] < D),
             other=0.0,
         ).to(PROJ)
-        fp, fn = _activate(_project(x, w_ptr, b_ptr, inv_temp, D, DP, BD, BDP), offs_p < DP, MODE)
-        return fp, fn, x
+        z = _project(x, w_ptr, b_ptr, inv_temp, D, DP, BD, BDP)
+        m = _row_max_abs(z, offs_p < DP) if MODE == 2 else tl.zeros((BT,), tl.float32)
+        return z, x, m
 
 
 @triton.jit
-def _feature_backward(fp, fn, dfp, dfn, MODE: tl.constexpr):
-    """dL/dz (times nothing else) from dL/df for the two halves; z -> -z on the second."""
-    if MODE == 1:
-        return fp * (dfp - tl.sum(dfp * fp, 1)[:, None]) - fn * (dfn - tl.sum(dfn * fn, 1)[:, None])
+def _tile_half(z, m, x_ptr, stride_t, offs_t, rm, half, DP, F, MODE: tl.constexpr, BDP: tl.constexpr):
+    """Feature half ``half`` of one tile (BT x BDP, fp32): from z (Hedgehog) or loaded (generic)."""
+    offs_p = tl.arange(0, BDP)
+    if MODE == 0:
+        width = DP + half * (F - 2 * DP)
+        return tl.load(
+            x_ptr + offs_t[:, None] * stride_t + half * DP + offs_p[None, :],
+            mask=rm[:, None] & (offs_p[None, :] < width),
+            other=0.0,
+        ).to(tl.float32)
     else:
-        return dfp * fp - dfn * fn
+        return _half_features(z, m, offs_p < DP, half, MODE)
+
+
+@triton.jit
+def _half_backward(f, df, half, MODE: tl.constexpr):
+    """The part of dL/dz (z before the temperature) that flows through feature half ``half``."""
+    sign = 1.0 - 2.0 * half
+    if MODE == 1:
+        return sign * f * (df - tl.sum(df * f, 1)[:, None])
+    else:
+        return sign * df * f
+
+
+@triton.jit
+def _store_half(ptr, stride_t, offs_t, rm, df, half, DP, F, ATOMIC: tl.constexpr, BDP: tl.constexpr):
+    """Generic mode: store (or add) the gradient of one feature half of one tile."""
+    offs_p = tl.arange(0, BDP)
+    mask = rm[:, None] & (offs_p[None, :] < DP + half * (F - 2 * DP))
+    p = ptr + offs_t[:, None] * stride_t + half * DP + offs_p[None, :]
+    if ATOMIC:
+        tl.atomic_add(p, df, mask=mask)
+    else:
+        tl.store(p, df.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -168,16 +193,19 @@ def _state_kernel(
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
+    BT: tl.constexpr,
 ):
-    """Walk the chunks of one segment, summing f(x)^T y and f(x) w; the only serial pass.
+    """Walk the chunks of one segment for one feature half, summing f(x)^T y and f(x) w: the serial pass.
 
     Forward (BWD False): x = k, y = v, w = 1 (key mask): the S, z of the forward.
     Backward (BWD True, REVERSE True): x = q, y = g / den', w = delta: R, r, summed from the end.
-    The walk starts from s0, z0 (BH, NSEG, 2, BDP, DV) when HAS_INIT; with WRITE_CHUNKS the
-    state before each chunk (exclusive: the chunks earlier in walk order) goes to hs (DOT
-    type) and hz (fp32), one entry per chunk; the state after the segment goes to s1, z1.
+    Programs: (value block x feature half, segment, batch x head). The walk starts from s0, z0
+    (BH, NSEG, 2, BDP, DV) when HAS_INIT; with WRITE_CHUNKS the state before each chunk (the
+    chunks earlier in walk order) goes to hs (DOT type) and hz (fp32); the state after the
+    segment goes to s1, z1.
     """
-    iv, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ivh, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    iv, half = ivh // 2, ivh % 2
     ib, ih = ibh // H, ibh % H
     x_ptr += ib * sxb + ih * sxh
     y_ptr += ib * syb + ih * syh
@@ -186,72 +214,54 @@ def _state_kernel(
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     vm = offs_v[None, :] < DV
-    seg = (ibh * NSEG + iseg) * 2
+    seg = (ibh * NSEG + iseg) * 2 + half
     if HAS_INIT:
-        sp = tl.load(s0_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
-        sn = tl.load(s0_ptr + ((seg + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
-        zp = tl.load(z0_ptr + seg * BDP + offs_p)
-        zn = tl.load(z0_ptr + (seg + 1) * BDP + offs_p)
+        s = tl.load(s0_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
+        zs = tl.load(z0_ptr + seg * BDP + offs_p)
     else:
-        sp = tl.zeros((BDP, BV), tl.float32)
-        sn = tl.zeros((BDP, BV), tl.float32)
-        zp = tl.zeros((BDP,), tl.float32)
-        zn = tl.zeros((BDP,), tl.float32)
+        s = tl.zeros((BDP, BV), tl.float32)
+        zs = tl.zeros((BDP,), tl.float32)
     t0 = iseg * seg_len
     t1 = tl.minimum(t0 + seg_len, T)
     n_chunks = tl.cdiv(t1 - t0, BT)
     for c in range(n_chunks):
         ic = t0 // BT + n_chunks - 1 - c if REVERSE else t0 // BT + c
         if WRITE_CHUNKS:
-            hc = (ibh * NCH + ic) * 2
-            tl.store(hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], sp.to(DOT), mask=vm)
-            tl.store(hs_ptr + ((hc + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], sn.to(DOT), mask=vm)
+            hc = (ibh * NCH + ic) * 2 + half
+            tl.store(hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], s.to(DOT), mask=vm)
             if iv == 0:
-                tl.store(hz_ptr + hc * BDP + offs_p, zp)
-                tl.store(hz_ptr + (hc + 1) * BDP + offs_p, zn)
+                tl.store(hz_ptr + hc * BDP + offs_p, zs)
         offs_t = ic * BT + tl.arange(0, BT)
         rm = offs_t < t1
-        fp, fn, _ = _tile_features(x_ptr, sxt, offs_t, rm, w_ptr, b_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
-        y = tl.load(
-            y_ptr + offs_t[:, None] * syt + offs_v[None, :],
-            mask=rm[:, None] & vm,
-            other=0.0,
-        ).to(tl.float32)
+        z, _, m = _tile_z(x_ptr, sxt, offs_t, rm, w_ptr, b_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
+        f = _tile_half(z, m, x_ptr, sxt, offs_t, rm, half, DP, F, MODE, BDP)
+        y = tl.load(y_ptr + offs_t[:, None] * syt + offs_v[None, :], mask=rm[:, None] & vm, other=0.0)
         if BWD:
             rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
             w = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0)
-            y = y * rden[:, None]
-            fp = tl.where(rm[:, None], fp, 0.0)
-            fn = tl.where(rm[:, None], fn, 0.0)
-            zp += tl.sum(fp * w[:, None], 0)
-            zn += tl.sum(fn * w[:, None], 0)
+            y = (y.to(tl.float32) * rden[:, None]).to(DOT)
+            f = tl.where(rm[:, None], f, 0.0)
+            zs += tl.sum(f * w[:, None], 0)
         else:
             w = rm.to(tl.float32)
             if HAS_MASK:
                 w = w * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
-            fp = fp * w[:, None]
-            fn = fn * w[:, None]
-            zp += tl.sum(fp, 0)
-            zn += tl.sum(fn, 0)
-        y = y.to(DOT)
-        sp += tl.dot(tl.trans(fp.to(DOT)), y)
-        sn += tl.dot(tl.trans(fn.to(DOT)), y)
-    tl.store(s1_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], sp, mask=vm)
-    tl.store(s1_ptr + ((seg + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], sn, mask=vm)
+            f = f * w[:, None]
+            zs += tl.sum(f, 0)
+            y = y.to(DOT)
+        s += tl.dot(tl.trans(f.to(DOT)), y)
+    tl.store(s1_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], s, mask=vm)
     if iv == 0:
-        tl.store(z1_ptr + seg * BDP + offs_p, zp)
-        tl.store(z1_ptr + (seg + 1) * BDP + offs_p, zn)
+        tl.store(z1_ptr + seg * BDP + offs_p, zs)
 
 
 @triton.jit
 def _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP: tl.constexpr):
-    """The two halves of one stored chunk state: S (BDP x BV, DOT) and z (BDP, fp32)."""
-    vm = offs_v[None, :] < DV
-    sp = tl.load(hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
-    sn = tl.load(hs_ptr + ((hc + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
-    zp = tl.load(hz_ptr + hc * BDP + offs_p)
-    zn = tl.load(hz_ptr + (hc + 1) * BDP + offs_p)
-    return sp.to(DOT), sn.to(DOT), zp, zn
+    """One half of one stored chunk state: S (BDP x BV, DOT) and z (BDP, fp32)."""
+    s = tl.load(
+        hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=offs_v[None, :] < DV, other=0.0
+    )
+    return s.to(DOT), tl.load(hz_ptr + hc * BDP + offs_p)
 
 
 @triton.jit
@@ -298,13 +308,15 @@ def _fwd_kernel(
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
+    BT: tl.constexpr,
 ):
     """Outputs of one chunk for one value block, from the stored state before it (no carried state).
 
     Causal: hs, hz hold the state before each chunk (NCH entries per (batch, head)) and the
-    intra-chunk term is added. Non-causal: hs, hz hold one entry, the total (NCH = 1).
-    With STORE_RES the rounding residual o - half(o) goes to res, so that the backward's
-    delta = -(g . o) / den' sees o to fp32 accuracy (delta multiplies terms that cancel).
+    intra-chunk term is added. Non-causal: hs, hz hold one entry, the total. The feature
+    halves are taken one after the other (fewer live registers). With STORE_RES the rounding
+    residual o - half(o) goes to res, so that the backward's delta = -(g . o) / den' sees o
+    to fp32 accuracy (delta multiplies terms that cancel).
     """
     iv, ic, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
@@ -323,22 +335,27 @@ def _fwd_kernel(
     offs_t = ic * BT + tl.arange(0, BT)
     rm = offs_t < T
     hc = (ibh * NCH + ic) * 2 if CAUSAL else ibh * 2
-    sp, sn, zp, zn = _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP)
-    qp, qn, _ = _tile_features(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
-    qp, qn = qp.to(DOT), qn.to(DOT)
-    num = tl.dot(qp, sp) + tl.dot(qn, sn)
-    den = tl.sum(qp.to(tl.float32) * zp[None, :], 1) + tl.sum(qn.to(tl.float32) * zn[None, :], 1)
+    zq, _, mq = _tile_z(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
+    num = tl.zeros((BT, BV), tl.float32)
+    den = tl.zeros((BT,), tl.float32)
     if CAUSAL:
-        kp, kn, _ = _tile_features(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
+        zk, _, mk = _tile_z(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
         kw = rm.to(tl.float32)
         if HAS_MASK:
             kw = kw * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
-        kp = (kp * kw[:, None]).to(DOT)
-        kn = (kn * kw[:, None]).to(DOT)
+        a = tl.zeros((BT, BT), tl.float32)
+    for half in tl.static_range(2):
+        fq = _tile_half(zq, mq, q_ptr, sqt, offs_t, rm, half, DP, F, MODE, BDP).to(DOT)
+        s, zs = _load_state(hs_ptr, hz_ptr, hc + half, offs_p, offs_v, DV, BDP)
+        num += tl.dot(fq, s)
+        den += tl.sum(fq.to(tl.float32) * zs[None, :], 1)
+        if CAUSAL:
+            fk = _tile_half(zk, mk, k_ptr, skt, offs_t, rm, half, DP, F, MODE, BDP)
+            a += tl.dot(fq, tl.trans((fk * kw[:, None]).to(DOT)))
+    if CAUSAL:
         v = tl.load(
             v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
         )
-        a = tl.dot(qp, tl.trans(kp)) + tl.dot(qn, tl.trans(kn))
         a = tl.where(offs_t[:, None] >= offs_t[None, :], a, 0.0)
         num += tl.dot(a.to(DOT), v.to(DOT))
         den += tl.sum(a, 1)
@@ -379,7 +396,7 @@ def _delta_kernel(
     """delta_n = -(g_n . o_n) / den'_n, the gradient of the denominator (o plus its residual)."""
     it, ibh = tl.program_id(0), tl.program_id(1)
     ib, ih = ibh // H, ibh % H
-    offs_t = it * BT + tl.arange(0, BT)
+    offs_t = it * DELTA_BT + tl.arange(0, DELTA_BT)
     offs_v = tl.arange(0, BDV)
     m = (offs_t[:, None] < T) & (offs_v[None, :] < DV)
     o_offs = ib * sob + ih * soh + offs_t[:, None] * sot + offs_v[None, :]
@@ -398,10 +415,7 @@ def _write_input_grad(
     stride_t,
     offs_t,
     rm,
-    dfp,
-    dfn,
-    fp,
-    fn,
+    dz,
     x,
     w_ptr,
     dw,
@@ -409,45 +423,31 @@ def _write_input_grad(
     inv_temp,
     D,
     DP,
-    F,
-    MODE: tl.constexpr,
     ATOMIC: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
 ):
-    """Store (or add) the gradient of one tile's input; in Hedgehog modes also grow dW, db."""
+    """Hedgehog modes: from dL/dz of one tile, store (or add) dL/dx = dz W^T / T and grow dW, db."""
     offs_p = tl.arange(0, BDP)
-    if MODE == 0:
-        mp = rm[:, None] & (offs_p[None, :] < DP)
-        mn = rm[:, None] & (offs_p[None, :] < F - DP)
-        pp = ptr + offs_t[:, None] * stride_t + offs_p[None, :]
-        if ATOMIC:
-            tl.atomic_add(pp, dfp, mask=mp)
-            tl.atomic_add(pp + DP, dfn, mask=mn)
-        else:
-            tl.store(pp, dfp.to(ptr.dtype.element_ty), mask=mp)
-            tl.store(pp + DP, dfn.to(ptr.dtype.element_ty), mask=mn)
+    dz = tl.where(rm[:, None] & (offs_p[None, :] < DP), dz * inv_temp, 0.0)
+    offs_d = tl.arange(0, BD)
+    w = tl.load(
+        w_ptr + offs_d[:, None] * DP + offs_p[None, :],
+        mask=(offs_d[:, None] < D) & (offs_p[None, :] < DP),
+        other=0.0,
+    )
+    # dz into PROJ range: rows scaled by their max for dx, columns by theirs for dW
+    row = tl.max(tl.abs(dz), 1) + 1e-30
+    col = tl.max(tl.abs(dz), 0) + 1e-30
+    dx = tl.dot((dz / row[:, None]).to(PROJ), tl.trans(w)) * row[:, None]
+    pd = ptr + offs_t[:, None] * stride_t + offs_d[None, :]
+    md = rm[:, None] & (offs_d[None, :] < D)
+    if ATOMIC:
+        tl.atomic_add(pd, dx, mask=md)
     else:
-        dz = _feature_backward(fp, fn, dfp, dfn, MODE) * inv_temp
-        dz = tl.where(rm[:, None] & (offs_p[None, :] < DP), dz, 0.0)
-        offs_d = tl.arange(0, BD)
-        w = tl.load(
-            w_ptr + offs_d[:, None] * DP + offs_p[None, :],
-            mask=(offs_d[:, None] < D) & (offs_p[None, :] < DP),
-            other=0.0,
-        )
-        # dz into PROJ range: rows scaled by their max for dx, columns by theirs for dW
-        row = tl.max(tl.abs(dz), 1) + 1e-30
-        col = tl.max(tl.abs(dz), 0) + 1e-30
-        dx = tl.dot((dz / row[:, None]).to(PROJ), tl.trans(w)) * row[:, None]
-        pd = ptr + offs_t[:, None] * stride_t + offs_d[None, :]
-        md = rm[:, None] & (offs_d[None, :] < D)
-        if ATOMIC:
-            tl.atomic_add(pd, dx, mask=md)
-        else:
-            tl.store(pd, dx.to(ptr.dtype.element_ty), mask=md)
-        dw += tl.dot(tl.trans(x), (dz / col[None, :]).to(PROJ)) * col[None, :]
-        db += tl.sum(dz, 0)
+        tl.store(pd, dx.to(ptr.dtype.element_ty), mask=md)
+    dw += tl.dot(tl.trans(x), (dz / col[None, :]).to(PROJ)) * col[None, :]
+    db += tl.sum(dz, 0)
     return dw, db
 
 
@@ -501,6 +501,7 @@ def _dq_kernel(
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
+    BT: tl.constexpr,
 ):
     """dq (and dWq, dbq) for a group of chunks, each from the stored forward state S' = [S, z] before it.
 
@@ -530,54 +531,39 @@ def _dq_kernel(
         offs_t = start + tl.arange(0, BT)
         rm = offs_t < T
         hc = (ibh * NCH + start // BT) * 2 if CAUSAL else ibh * 2
-        sp, sn, zp, zn = _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP)
-        qp, qn, xq = _tile_features(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
+        zq, xq, mq = _tile_z(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
         g = tl.load(
             g_ptr + offs_t[:, None] * sgt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
         )
         rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
         delta = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0) * first
         g = (g.to(tl.float32) * rden[:, None]).to(DOT)
-        dfp = tl.dot(g, tl.trans(sp)) + delta[:, None] * zp[None, :]
-        dfn = tl.dot(g, tl.trans(sn)) + delta[:, None] * zn[None, :]
         if CAUSAL:
-            kp, kn, _ = _tile_features(
-                k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP
-            )
+            zk, _, mk = _tile_z(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
             kw = rm.to(tl.float32)
             if HAS_MASK:
                 kw = kw * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
-            kp = (kp * kw[:, None]).to(DOT)
-            kn = (kn * kw[:, None]).to(DOT)
             v = tl.load(
                 v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
             )
             p = tl.dot(g, tl.trans(v.to(DOT))) + delta[:, None]
             p = tl.where((offs_t[:, None] >= offs_t[None, :]) & rm[None, :], p, 0.0).to(DOT)
-            dfp += tl.dot(p, kp)
-            dfn += tl.dot(p, kn)
-        dw, db = _write_input_grad(
-            dq_ptr,
-            sdt,
-            offs_t,
-            rm,
-            dfp,
-            dfn,
-            qp,
-            qn,
-            xq,
-            wq_ptr,
-            dw,
-            db,
-            inv_temp,
-            D,
-            DP,
-            F,
-            MODE,
-            ATOMIC,
-            BD,
-            BDP,
-        )
+        dz = tl.zeros((BT, BDP), tl.float32)
+        for half in tl.static_range(2):
+            s, zs = _load_state(hs_ptr, hz_ptr, hc + half, offs_p, offs_v, DV, BDP)
+            df = tl.dot(g, tl.trans(s)) + delta[:, None] * zs[None, :]
+            if CAUSAL:
+                fk = _tile_half(zk, mk, k_ptr, skt, offs_t, rm, half, DP, F, MODE, BDP)
+                df += tl.dot(p, (fk * kw[:, None]).to(DOT))
+            if MODE == 0:
+                _store_half(dq_ptr, sdt, offs_t, rm, df, half, DP, F, ATOMIC, BDP)
+            else:
+                fq = _tile_half(zq, mq, q_ptr, sqt, offs_t, rm, half, DP, F, MODE, BDP)
+                dz += _half_backward(fq, df, half, MODE)
+        if MODE != 0:
+            dw, db = _write_input_grad(
+                dq_ptr, sdt, offs_t, rm, dz, xq, wq_ptr, dw, db, inv_temp, D, DP, ATOMIC, BD, BDP
+            )
     if MODE != 0:
         offs_d = tl.arange(0, BD)
         mw = (offs_d[:, None] < D) & (offs_p[None, :] < DP)
@@ -639,6 +625,7 @@ def _dkv_kernel(
     BD: tl.constexpr,
     BDP: tl.constexpr,
     BV: tl.constexpr,
+    BT: tl.constexpr,
 ):
     """dk, dv (and dWk, dbk) for a group of chunks, each from the stored state R' = sum fq g'^T after it."""
     iv, igrp, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -665,26 +652,16 @@ def _dkv_kernel(
         offs_t = start + tl.arange(0, BT)
         rm = offs_t < T
         hc = (ibh * NCH + start // BT) * 2 if CAUSAL else ibh * 2
-        rp, rn, rzp, rzn = _load_state(hr_ptr, hrz_ptr, hc, offs_p, offs_v, DV, BDP)
-        kp, kn, xk = _tile_features(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, F, MODE, BD, BDP)
+        zk, xk, mk = _tile_z(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
         kw = rm.to(tl.float32)
         if HAS_MASK:
             kw = kw * tl.load(kmask_ptr + ib * smb + offs_t, mask=rm, other=0.0)
-        kpe = (kp * kw[:, None]).to(DOT)
-        kne = (kn * kw[:, None]).to(DOT)
         v = tl.load(
             v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
         )
         v = v.to(DOT)
-        dv = tl.dot(kpe, rp) + tl.dot(kne, rn)
-        dfp = tl.dot(v, tl.trans(rp)) + rzp[None, :] * first
-        dfn = tl.dot(v, tl.trans(rn)) + rzn[None, :] * first
         if CAUSAL:
-            qp, qn, _ = _tile_features(
-                q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, F, MODE, BD, BDP
-            )
-            qp = tl.where(rm[:, None], qp, 0.0).to(DOT)
-            qn = tl.where(rm[:, None], qn, 0.0).to(DOT)
+            zq, _, mq = _tile_z(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
             g = tl.load(
                 g_ptr + offs_t[:, None] * sgt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
             )
@@ -692,42 +669,39 @@ def _dkv_kernel(
             delta = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0) * first
             g = (g.to(tl.float32) * rden[:, None]).to(DOT)
             causal = offs_t[None, :] >= offs_t[:, None]
-            at = tl.dot(kpe, tl.trans(qp)) + tl.dot(kne, tl.trans(qn))
-            at = tl.where(causal, at, 0.0).to(DOT)
-            dv += tl.dot(at, g)
             pt = tl.dot(v, tl.trans(g)) + delta[None, :]
             pt = tl.where(causal, pt, 0.0).to(DOT)
-            dfp += tl.dot(pt, qp)
-            dfn += tl.dot(pt, qn)
+            at = tl.zeros((BT, BT), tl.float32)
+        dv = tl.zeros((BT, BV), tl.float32)
+        dz = tl.zeros((BT, BDP), tl.float32)
+        for half in tl.static_range(2):
+            r, rz = _load_state(hr_ptr, hrz_ptr, hc + half, offs_p, offs_v, DV, BDP)
+            fk = _tile_half(zk, mk, k_ptr, skt, offs_t, rm, half, DP, F, MODE, BDP)
+            fke = (fk * kw[:, None]).to(DOT)
+            dv += tl.dot(fke, r)
+            df = tl.dot(v, tl.trans(r)) + rz[None, :] * first
+            if CAUSAL:
+                fq = _tile_half(zq, mq, q_ptr, sqt, offs_t, rm, half, DP, F, MODE, BDP)
+                fq = tl.where(rm[:, None], fq, 0.0).to(DOT)
+                at += tl.dot(fke, tl.trans(fq))
+                df += tl.dot(pt, fq)
+            df = df * kw[:, None]
+            if MODE == 0:
+                _store_half(dk_ptr, sdt, offs_t, rm, df, half, DP, F, ATOMIC, BDP)
+            else:
+                dz += _half_backward(fk, df, half, MODE)
+        if CAUSAL:
+            at = tl.where(causal, at, 0.0).to(DOT)
+            dv += tl.dot(at, g)
         tl.store(
             dv_ptr + offs_t[:, None] * svvt + offs_v[None, :],
             dv.to(dv_ptr.dtype.element_ty),
             mask=rm[:, None] & vm[None, :],
         )
-        dfp = dfp * kw[:, None]
-        dfn = dfn * kw[:, None]
-        dw, db = _write_input_grad(
-            dk_ptr,
-            sdt,
-            offs_t,
-            rm,
-            dfp,
-            dfn,
-            kp,
-            kn,
-            xk,
-            wk_ptr,
-            dw,
-            db,
-            inv_temp,
-            D,
-            DP,
-            F,
-            MODE,
-            ATOMIC,
-            BD,
-            BDP,
-        )
+        if MODE != 0:
+            dw, db = _write_input_grad(
+                dk_ptr, sdt, offs_t, rm, dz, xk, wk_ptr, dw, db, inv_temp, D, DP, ATOMIC, BD, BDP
+            )
     if MODE != 0:
         offs_d = tl.arange(0, BD)
         mw = (offs_d[:, None] < D) & (offs_p[None, :] < DP)
@@ -793,8 +767,11 @@ def _decode_kernel(
         xk = tl.load(k_ptr + ib * skb + ih * skh + offs_d, mask=offs_d < D, other=0.0).to(tl.float32)
         zq = (tl.sum(xq[:, None] * wq, 0) + bq) * inv_temp
         zk = (tl.sum(xk[:, None] * wk, 0) + bk) * inv_temp
-        qp, qn = _activate(zq[None, :], offs_p < DP, MODE)
-        kp, kn = _activate(zk[None, :], offs_p < DP, MODE)
+        zq, zk = zq[None, :], zk[None, :]
+        cm = offs_p < DP
+        mq, mk = _row_max_abs(zq, cm), _row_max_abs(zk, cm)
+        qp, qn = _half_features(zq, mq, cm, 0, MODE), _half_features(zq, mq, cm, 1, MODE)
+        kp, kn = _half_features(zk, mk, cm, 0, MODE), _half_features(zk, mk, cm, 1, MODE)
     v = tl.load(v_ptr + ib * svb + ih * svh + offs_v, mask=vm, other=0.0).to(tl.float32)[None, :]
     sidx = (ibh * 2 * BDP + offs_p[:, None]) * DV + offs_v[None, :]
     nidx = ((ibh * 2 + 1) * BDP + offs_p[:, None]) * DV + offs_v[None, :]

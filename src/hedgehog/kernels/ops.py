@@ -14,7 +14,7 @@ from torch import Tensor
 
 from hedgehog.kernels import chunked as K
 
-CHUNK = K.BT.value  # tokens per chunk
+DELTA_TOKENS = K.DELTA_BT.value
 MAX_FEATURE_HALF = 128  # widest feature half (F / 2) the kernels keep in registers
 MAX_HEAD_DIM = 128
 
@@ -29,6 +29,7 @@ class _Dims(NamedTuple):
     BDP: int
     BV: int
     NV: int
+    BT: int  # tokens per chunk
     warps: int
     stages: int
 
@@ -47,12 +48,15 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
     dv = v.shape[-1]
     bd, bdp = _pow2(d), _pow2(dp)
     bv = min(64, _pow2(dv))
-    warps = 4 if bd <= 64 and bdp <= 64 else 8  # measured best of 4, 8, 16 on the H200 (tuning/)
-    return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), warps, 1)
+    wide = max(bd, bdp) > 64
+    bt = LAUNCH.get("chunk", {}).get("BT", 32 if wide else 64)
+    warps = 4 if not wide else 8  # measured best of 4, 8, 16 on the H200 (tuning/)
+    return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, warps, 1)
 
 
-# Launch options per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}};
-# empty means the defaults of _dims. For tuning on a GPU (experiments/efficiency/tune.py).
+# Launch options per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
+# and {"chunk": {"BT": tokens}}; empty means the defaults of _dims. For tuning on a GPU
+# (experiments/efficiency/tune.py) and for tests of other chunk sizes.
 LAUNCH: dict[str, dict[str, int]] = {}
 
 
@@ -65,16 +69,16 @@ def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
     return head_dim <= MAX_HEAD_DIM and value_dim <= 256 and (feature_dim + 1) // 2 <= MAX_FEATURE_HALF
 
 
-def _segment_len(t: int, programs: int, device: torch.device, segment_len: int | None) -> int:
+def _segment_len(t: int, programs: int, device: torch.device, segment_len: int | None, chunk: int) -> int:
     """Tokens per segment: enough segments that about 4 programs run per multiprocessor."""
     if segment_len is not None:
-        if segment_len % CHUNK:
-            raise ValueError(f"segment_len must be a multiple of {CHUNK}, got {segment_len}")
+        if segment_len % chunk:
+            raise ValueError(f"segment_len must be a multiple of {chunk}, got {segment_len}")
         return segment_len
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    n_chunks = triton.cdiv(t, CHUNK)
+    n_chunks = triton.cdiv(t, chunk)
     want = max(1, triton.cdiv(4 * sms, programs))
-    return triton.cdiv(n_chunks, min(want, n_chunks)) * CHUNK
+    return triton.cdiv(n_chunks, min(want, n_chunks)) * chunk
 
 
 PROJ_DTYPE = torch.float32 if K.INTERPRET else torch.float16  # the kernels' PROJ operand type
@@ -117,14 +121,14 @@ def _strides(x: Tensor) -> tuple[int, int, int]:
 STATE_DTYPE = torch.float32 if K.INTERPRET else torch.bfloat16  # stored chunk states (the DOT type)
 
 
-def _group_len(t: int, programs: int, device: torch.device, segment_len: int | None) -> int:
+def _group_len(t: int, programs: int, device: torch.device, segment_len: int | None, chunk: int) -> int:
     """Tokens per program of the dq, dk/dv kernels (independent chunks): about 8 programs per SM."""
     if segment_len is not None:
         return segment_len
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    n_chunks = triton.cdiv(t, CHUNK)
+    n_chunks = triton.cdiv(t, chunk)
     want = max(1, triton.cdiv(8 * sms, programs))
-    return triton.cdiv(n_chunks, min(want, n_chunks)) * CHUNK
+    return triton.cdiv(n_chunks, min(want, n_chunks)) * chunk
 
 
 def _walk(x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd):
@@ -134,12 +138,12 @@ def _walk(x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, 
     z1 = torch.empty(bh, nseg, 2, dims.BDP, device=x.device, dtype=torch.float32)
     s0, z0 = init if init is not None else (s1, z1)
     write = hs is not None
-    K._state_kernel[(dims.NV, nseg, bh)](
+    K._state_kernel[(2 * dims.NV, nseg, bh)](
         x, y, w, b, kmask, rden, delta, s0, z0, hs if write else s1, hz if write else z1, s1, z1,
         *_strides(x), *_strides(y), t,
-        t, h, nseg, triton.cdiv(t, CHUNK), seg_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
+        t, h, nseg, triton.cdiv(t, dims.BT), seg_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
         MODE=dims.mode, BWD=bwd, REVERSE=bwd, HAS_MASK=has_mask, HAS_INIT=init is not None,
-        WRITE_CHUNKS=write, BD=dims.BD, BDP=dims.BDP, BV=dims.BV, **_launch("state", dims),
+        WRITE_CHUNKS=write, BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT, **_launch("state", dims),
     )  # fmt: skip
     return s1, z1
 
@@ -161,7 +165,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
     segments gives each its start, and a second walk writes the chunk states.
     """
     bh = x.shape[0] * h
-    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len)
+    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT)
     nseg = triton.cdiv(t, seg_len)
     init = None if s0 is None else (s0[:, None], z0[:, None])
     if nseg > 1:
@@ -172,7 +176,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
         if s0 is not None:
             pre_s, pre_z = pre_s + s0[:, None], pre_z + z0[:, None]
         init = (pre_s, pre_z)
-    nch = triton.cdiv(t, CHUNK)
+    nch = triton.cdiv(t, dims.BT)
     hs = torch.empty(bh, nch, 2, dims.BDP, dims.DV, device=x.device, dtype=STATE_DTYPE)
     hz = torch.empty(bh, nch, 2, dims.BDP, device=x.device, dtype=torch.float32)
     end_s, end_z = _walk(
@@ -185,7 +189,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
 def _total_state(x, y, w, b, kmask, has_mask, rden, delta, dims, cfg, t, h, bwd):
     """Non-causal: the state summed over the whole sequence, as one stored 'chunk' state per (batch, head)."""
     bh = x.shape[0] * h
-    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len)
+    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT)
     nseg = triton.cdiv(t, seg_len)
     s, z = _walk(
         x, y, w, b, kmask, has_mask, rden, delta, None, None, None, dims, cfg, t, h, nseg, seg_len, bwd
@@ -222,12 +226,12 @@ class _LinearAttentionFn(torch.autograd.Function):
         store_res = v.dtype in (torch.float16, torch.bfloat16) and any(ctx.needs_input_grad[:7])
         res = torch.empty_like(v) if store_res else o
         rden = torch.empty(bh, t, device=q.device, dtype=torch.float32)
-        K._fwd_kernel[(dims.NV, triton.cdiv(t, CHUNK), bh)](
+        K._fwd_kernel[(dims.NV, triton.cdiv(t, dims.BT), bh)](
             q, k, v, o, res, wq, bq, wk, bk, kmask_arg, hs, hz, rden,
             *_strides(q), *_strides(k), *_strides(v), *_strides(o), t,
             t, h, hs.shape[1], cfg.inv_temp, cfg.eps, dims.D, dims.DP, dims.F, dims.DV,
             MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, STORE_RES=store_res,
-            BD=dims.BD, BDP=dims.BDP, BV=dims.BV, **_launch("fwd", dims),
+            BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT, **_launch("fwd", dims),
         )  # fmt: skip
         # causal: the chunk states are recomputed in the backward (they are 2F/D times the size of k)
         saved_state = (s0, z0) if cfg.causal else (hs, hz)
@@ -247,7 +251,7 @@ class _LinearAttentionFn(torch.autograd.Function):
         bh = b * h
         g = _unit(grad_o)
         delta = torch.empty(bh, t, device=q.device, dtype=torch.float32)
-        K._delta_kernel[(triton.cdiv(t, CHUNK), bh)](
+        K._delta_kernel[(triton.cdiv(t, DELTA_TOKENS), bh)](
             o, res, g, rden, delta, *_strides(o), *_strides(g), t, h, dims.DV,
             HAS_RES=has_res, BDV=_pow2(dims.DV),
         )  # fmt: skip
@@ -274,9 +278,9 @@ class _LinearAttentionFn(torch.autograd.Function):
         dbk = torch.zeros_like(dbq) if hedgehog else q
         common = dict(
             MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
-            BD=dims.BD, BDP=dims.BDP, BV=dims.BV,
+            BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT,
         )  # fmt: skip
-        group_len = _group_len(t, bh * dims.NV, q.device, cfg.segment_len)
+        group_len = _group_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT)
         grid = (dims.NV, triton.cdiv(t, group_len), bh)
         K._dq_kernel[grid](
             q, k, v, g, dq, wq, bq, wk, bk, kmask, hs, hz, rden, delta, dwq, dbq,
