@@ -102,21 +102,28 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(family):
             )
 
 
-def test_beam_search_reorders_the_states():
+def test_beam_search_and_batch_expansion_reorder_the_states():
     model = linear_model("gpt2")
     ids = torch.randint(1, 100, (3, 5))
     order = torch.tensor([2, 0, 0])
-    reordered, fresh = LinearAttentionCache(model), LinearAttentionCache(model)
+    reordered, repeated = LinearAttentionCache(model), LinearAttentionCache(model)
+    fresh, fresh_repeated = LinearAttentionCache(model), LinearAttentionCache(model)
     with torch.no_grad():
         model(input_ids=ids, cache=reordered, use_cache=True)
         reordered.reorder_cache(order)
         model(input_ids=ids[order], cache=fresh, use_cache=True)
-        nxt = torch.randint(1, 100, (3, 1))
-        a = model(input_ids=nxt, cache=reordered, use_cache=True).logits
-        b = model(input_ids=nxt, cache=fresh, use_cache=True).logits
+        model(input_ids=ids, cache=repeated, use_cache=True)
+        repeated.batch_repeat_interleave(2)
+        model(input_ids=ids.repeat_interleave(2, dim=0), cache=fresh_repeated, use_cache=True)
+        nxt = torch.randint(1, 100, (6, 1))
+        a = model(input_ids=nxt[:3], cache=reordered, use_cache=True).logits
+        b = model(input_ids=nxt[:3], cache=fresh, use_cache=True).logits
+        c = model(input_ids=nxt, cache=repeated, use_cache=True).logits
+        d = model(input_ids=nxt, cache=fresh_repeated, use_cache=True).logits
         cached = greedy(model, ids[:2], num_beams=3, cache=LinearAttentionCache(model)).sequences
         uncached = greedy(model, ids[:2], num_beams=3, use_cache=False).sequences
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(c, d, atol=1e-6, rtol=1e-6)
     assert torch.equal(cached, uncached)
 
 

@@ -201,16 +201,6 @@ class LinearStateLayer(CacheLayerMixin):
     def reset(self) -> None:
         self.state, self.seen = None, 0
 
-    def offload(self) -> None:
-        if self.state is not None:
-            self.state = self.state._replace(kv=self.state.kv.to("cpu"), k_sum=self.state.k_sum.to("cpu"))
-
-    def prefetch(self) -> None:
-        if self.state is not None:
-            self.state = self.state._replace(
-                kv=self.state.kv.to(self.device), k_sum=self.state.k_sum.to(self.device)
-            )
-
     def batch_select_indices(self, indices: Tensor) -> None:
         """Keep these rows of the batch (beam search reorders with it too: each row's state is its own)."""
         if self.state is not None:
