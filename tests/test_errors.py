@@ -8,6 +8,7 @@ from hedgehog.attention import (
     HedgehogFeatureMap,
     LinearAttention,
     SoftmaxAttention,
+    check_qkv,
     chunked_linear_attention,
 )
 
@@ -35,10 +36,24 @@ def test_mismatched_shapes_are_reported(layer):
 @pytest.mark.parametrize("layer", LAYERS)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_input_is_reported(layer, bad):
+    """On CPU the finiteness check raises at once, naming the input."""
     q, k, v = torch.randn(3, 1, 2, 5, 8).unbind(0)
     k[0, 1, 3, 2] = bad
     with pytest.raises(FloatingPointError, match="input k holds NaN or inf"):
         LAYERS[layer]()(q, k, v)
+
+
+@pytest.mark.gpu
+def test_finiteness_check_does_not_stop_the_host_on_cuda():
+    """On CUDA the check is a device-side assert, so no host sync per layer (the CPU error is above)."""
+    q = torch.randn(1, 2, 5, 8, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")  # any synchronizing call raises
+    try:
+        check_qkv(q, q, q)
+        with pytest.raises(RuntimeError, match="synchronizing"):  # the mode does catch the old check
+            bool(torch.isfinite(q).all())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_unknown_form_lists_the_forms():

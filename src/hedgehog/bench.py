@@ -358,39 +358,54 @@ def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, s
 
 @torch.no_grad()
 def decode_throughput(device: str, context: int, batch: int, new_tokens: int, size: dict) -> list[dict]:
-    """Greedy decoding through the Hugging Face forward loop with its cache, after a prefill of ``context``."""
+    """Greedy decoding through the Hugging Face forward loop after a prefill of ``context``.
+
+    SDPA decodes with transformers' key cache, Hedgehog with the fixed-size ``LinearAttentionCache``.
+    Each row reports ms per step, tokens/s, the bytes the cache holds after decoding (``cache_MB``)
+    and, on CUDA, the peak memory allocated while decoding (``peak_GB``).
+    """
+    from transformers import DynamicCache
+
+    from hedgehog.models.conversion import LinearAttentionCache
+
     rows = []
     for attention in ("sdpa", "hedgehog"):
         torch.manual_seed(0)
         model = gpt2(attention, context + new_tokens, device, size).eval()
+        cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
         ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
         with torch.autocast(device, dtype=torch.bfloat16):
-            out = model(input_ids=ids, use_cache=True)
-            past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            out = model(input_ids=ids, cache=cache, use_cache=True)
+            token = out.logits[:, -1:].argmax(-1)
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             _sync(device)
             start = time.perf_counter()
             for _ in range(new_tokens):
-                out = model(input_ids=token, past_key_values=past, use_cache=True)
-                past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                out = model(input_ids=token, cache=cache, use_cache=True)
+                token = out.logits[:, -1:].argmax(-1)
             _sync(device)
         step_ms = (time.perf_counter() - start) * 1e3 / new_tokens
+        held = [(layer.keys, layer.values, *(getattr(layer, "state", None) or ())) for layer in cache.layers]
+        cache_bytes = sum(t.numel() * t.element_size() for h in held for t in h if torch.is_tensor(t))
         row = {
             "attention": attention,
             "context": context,
             "batch": batch,
             "step_ms": step_ms,
             "tokens_per_s": batch / step_ms * 1e3,
+            "cache_MB": cache_bytes / 1e6,
         }
         if device == "cuda":
             row["peak_GB"] = torch.cuda.max_memory_allocated() / 1e9
         rows.append(row)
+        peak = f" peak {row['peak_GB']:.2f} GB" if "peak_GB" in row else " (peak memory: CUDA only)"
         print(
-            f"decode {attention:8s} context={context} batch={batch} {step_ms:8.1f} ms/step {row['tokens_per_s']:8.0f} tokens/s",
+            f"decode {attention:8s} context={context} batch={batch} {step_ms:8.1f} ms/step "
+            f"{row['tokens_per_s']:8.0f} tokens/s cache {row['cache_MB']:.2f} MB{peak}",
             flush=True,
         )
-        del model, past, out
+        del model, cache, out
     return rows
 
 

@@ -31,7 +31,12 @@ FORMS = ("chunked", "quadratic", "recurrent")
 
 
 def check_qkv(q: Tensor, k: Tensor, v: Tensor, check_finite: bool = True) -> None:
-    """Raise a clear error for a wrong layout, mismatched shapes or non-finite values."""
+    """Raise a clear error for a wrong layout, mismatched shapes or non-finite values.
+
+    On CUDA the finiteness check must not stop the host every layer: it is a device-side assert
+    (``torch._assert_async``) that fails at a later kernel launch and ends the process, as a
+    diverged run should end; on other devices it raises ``FloatingPointError`` at once.
+    """
     for name, x in (("q", q), ("k", k), ("v", v)):
         if x.dim() != 4:
             raise ValueError(
@@ -45,11 +50,15 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor, check_finite: bool = True) -> Non
         )
     if check_finite:
         for name, x in (("q", q), ("k", k), ("v", v)):
-            if not torch.isfinite(x).all():
-                raise FloatingPointError(
-                    f"attention input {name} holds NaN or inf; the layer before attention "
-                    "diverged (lower the learning rate or check the input data)"
-                )
+            finite = torch.isfinite(x).all()
+            message = (
+                f"attention input {name} holds NaN or inf; the layer before attention "
+                "diverged (lower the learning rate or check the input data)"
+            )
+            if x.is_cuda:
+                torch._assert_async(finite, message)
+            elif not finite:
+                raise FloatingPointError(message)
 
 
 class KVCache(NamedTuple):
