@@ -227,6 +227,14 @@ def test_feature_map_state_dict_round_trips_between_models():
         load_feature_maps(other, state)
 
 
+def test_converted_attention_joins_the_device_of_its_layer():
+    # convert after model.to(device) must not leave the feature maps behind (found on the GPU)
+    model = tiny_gpt2().to("meta")
+    convert(model, partial(LinearAttention, feature_map=HedgehogFeatureMap))
+    devices = {p.device.type for p in feature_map_parameters(model).values()}
+    assert devices == {"meta"}
+
+
 def test_conversion_errors_are_clear():
     model = tiny_bert()
     convert(model, partial(LinearAttention, feature_map=PerformerFeatureMap))

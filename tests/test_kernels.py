@@ -238,7 +238,9 @@ def test_gpu_fused_noncausal_with_padding(d):
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmap_cls", [Elu1FeatureMap, PerformerFeatureMap])
 def test_gpu_layer_dispatch_generic_and_hedgehog(fmap_cls):
-    """LinearAttention on CUDA half tensors takes the kernels; same function as float64 on CPU."""
+    """LinearAttention on CUDA half tensors: Hedgehog through the fused kernels, the baselines through
+    the PyTorch forms (their chunked-kernel path is held back) and the decode kernel; same function
+    as float64 on CPU."""
     for cls in (fmap_cls, HedgehogFeatureMap):
         layer = LinearAttention(4, 64, cls).cuda()
         q, k, v = (torch.randn(2, 4, 777, 64, device="cuda").to(torch.bfloat16) for _ in range(3))

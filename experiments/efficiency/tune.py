@@ -27,6 +27,7 @@ KINDS = ("state", "fwd", "dq", "dkv")
 
 
 def _options(spec: str) -> dict[str, int]:
+    """ "W" or "W:S": num_warps W and num_stages S."""
     warps, _, stages = spec.partition(":")
     return {"num_warps": int(warps), **({"num_stages": int(stages)} if stages else {})}
 
@@ -37,7 +38,7 @@ def parse(config: str) -> dict[str, dict[str, int]]:
     out = {}
     for part in config.split(","):
         kind, spec = part.split("=")
-        out[kind] = _options(spec)
+        out[kind] = {"BT": int(spec)} if kind == "chunk" else _options(spec)
     return out
 
 

@@ -165,7 +165,8 @@ class LinearAttention(nn.Module):
         """The same function through the Triton kernels (half precision on CUDA), else None.
 
         Hedgehog maps run fused (features computed inside the kernel); other maps compute
-        their features here and share the chunked kernel. A carried state is a constant.
+        their features here and use the decode kernel (their chunked path is held back, see
+        below). A carried state is a constant.
         """
         if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[:3] != k.shape[:3]:
             return None
@@ -179,6 +180,12 @@ class LinearAttention(nn.Module):
         offset = cache.offset if cache is not None else 0
         state = None if cache is None or not self.causal else (cache.kv, cache.k_sum)
         hedgehog = isinstance(fmap, HedgehogFeatureMap)
+        decoding = state is not None and q.shape[-2] == 1 and self.causal and not torch.is_grad_enabled()
+        if not hedgehog and not decoding:
+            # Baselines' features through the chunked kernels crashed on the H200 after the v2
+            # restructuring (illegal memory access, 1+ELU with F = 64; experiments/efficiency/NOTES.md).
+            # Until a GPU run clears that path they take the PyTorch forms; decoding is unaffected.
+            return None
         if hedgehog:
             params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
             options = {"form": fmap.form, "temperature": fmap.temperature, "eps": self.eps}
@@ -186,15 +193,14 @@ class LinearAttention(nn.Module):
             fq, fk = self.features(q, k, offset)
             if mask is not None:
                 fk = fk * mask.to(fk.dtype)[:, None, :, None]
-        if state is not None and q.shape[-2] == 1 and self.causal and not torch.is_grad_enabled():
+        # the decode kernels take no key mask (Hedgehog's features are computed inside): masked tokens go below
+        if decoding and (mask is None or not hedgehog):
             if hedgehog:
                 out, new = kernels.hedgehog_decode(q, k, v, *params, state, **options)
             else:
                 out, new = kernels.linear_attention_decode(fq, fk, v, state, self.eps)
-        elif hedgehog:
+        else:
             out, new = kernels.hedgehog_attention(
                 q, k, v, *params, causal=self.causal, state=state, key_padding_mask=mask, **options
             )
-        else:
-            out, new = kernels.linear_attention(fq, fk, v, causal=self.causal, eps=self.eps, state=state)
         return out, None if new is None else LinearAttentionState(new[0], new[1], offset + q.shape[-2])

@@ -30,8 +30,7 @@ class _Dims(NamedTuple):
     BV: int
     NV: int
     BT: int  # tokens per chunk
-    warps: int
-    stages: int
+    wide: bool  # head dim or feature half above 64: chunks of 32 and the wide launch options
 
 
 def _pow2(n: int) -> int:
@@ -50,18 +49,33 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
     bv = min(64, _pow2(dv))
     wide = max(bd, bdp) > 64
     bt = LAUNCH.get("chunk", {}).get("BT", 32 if wide else 64)
-    warps = 4 if not wide else 8  # measured best of 4, 8, 16 on the H200 (tuning/)
-    return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, warps, 1)
+    return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, wide)
 
 
-# Launch options per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
-# and {"chunk": {"BT": tokens}}; empty means the defaults of _dims. For tuning on a GPU
+# Launch options per kernel, the fastest measured on the H200 (experiments/efficiency/tuning/,
+# triton 3.6): narrow = GPT-2's head dim 64 with feature halves of 64, wide = Llama-2's 128.
+TUNED = {
+    "narrow": {
+        "state": {"num_warps": 4, "num_stages": 2},
+        "fwd": {"num_warps": 4, "num_stages": 1},
+        "dq": {"num_warps": 4, "num_stages": 2},
+        "dkv": {"num_warps": 4, "num_stages": 1},
+    },
+    "wide": {
+        "state": {"num_warps": 4, "num_stages": 1},
+        "fwd": {"num_warps": 4, "num_stages": 1},
+        "dq": {"num_warps": 8, "num_stages": 2},
+        "dkv": {"num_warps": 8, "num_stages": 1},
+    },
+}
+# Overrides per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
+# and {"chunk": {"BT": tokens}}, over TUNED and the chunk of _dims. For tuning on a GPU
 # (experiments/efficiency/tune.py) and for tests of other chunk sizes.
 LAUNCH: dict[str, dict[str, int]] = {}
 
 
 def _launch(kind: str, dims: _Dims) -> dict[str, int]:
-    return {"num_warps": dims.warps, "num_stages": dims.stages, **LAUNCH.get(kind, {})}
+    return {**TUNED["wide" if dims.wide else "narrow"][kind], **LAUNCH.get(kind, {})}
 
 
 def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
@@ -260,10 +274,8 @@ class _LinearAttentionFn(torch.autograd.Function):
         if cfg.causal:
             s0, z0 = (saved_s, saved_z) if has_s0 else (None, None)
             hs, hz, _, _ = _chunk_states(*fwd_args, s0, z0, dims, cfg, t, h, False)
-            hr, hrz, _, _ = _chunk_states(*bwd_args, None, None, dims, cfg, t, h, True)
         else:
             hs, hz = saved_s, saved_z
-            hr, hrz, _, _ = _total_state(*bwd_args, dims, cfg, t, h, True)
         atomic = dims.NV > 1
         if atomic:
             dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
@@ -288,7 +300,11 @@ class _LinearAttentionFn(torch.autograd.Function):
             t, h, hs.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
             **_launch("dq", dims),
         )  # fmt: skip
-        del hs, hz
+        del hs, hz  # the forward's states and the reverse ones are never held at once (peak memory)
+        if cfg.causal:
+            hr, hrz, _, _ = _chunk_states(*bwd_args, None, None, dims, cfg, t, h, True)
+        else:
+            hr, hrz, _, _ = _total_state(*bwd_args, dims, cfg, t, h, True)
         K._dkv_kernel[grid](
             q, k, v, g, dk, dv, wq, bq, wk, bk, kmask, hr, hrz, rden, delta, dwk, dbk,
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), t,
@@ -382,6 +398,9 @@ def linear_attention(
     """Linear attention on features computed outside (the paper's baselines): (B, H, T, F) each.
 
     Same outputs and state as ``hedgehog_attention``; gradients flow to fq, fk, v.
+    Not cleared on the GPU since the v2 kernels: one H200 run of this path (1+ELU features,
+    F = 64) ended in an illegal memory access (experiments/efficiency/NOTES.md), so
+    ``LinearAttention`` does not dispatch here; the CPU interpreter tests pass.
     """
     return _run(fq, fk, v, None, None, None, None, 0, causal, eps, 1.0, state, None, segment_len)
 

@@ -30,8 +30,9 @@ by converted layers (linear attention never forms the weights).
 Generation. A causal model whose converted layers are all linear decodes with
 ``LinearAttentionCache(model)``: per layer it keeps the fixed-size ``LinearAttentionState`` (S, z
 and the tokens seen), never keys or values, so time and memory per generated token do not grow
-with the context. Pass it explicitly (``cache=`` is transformers 5's name for the old
-``past_key_values=``)::
+with the context. Pass it explicitly (``cache=`` is the name in transformers 5.24 and later;
+earlier releases take only ``past_key_values=`` and silently ignore ``cache=``, which then decodes
+without any past: found on the GPU machine's 5.17)::
 
     out = model.generate(input_ids, attention_mask=mask, cache=LinearAttentionCache(model))
     out = model(input_ids, cache=cache, use_cache=True)  # prefill, then one or more tokens a call
@@ -124,7 +125,7 @@ class ConvertedAttention(nn.Module):
             raise ValueError(
                 f"a key cache handed this linear layer {past} earlier keys; linear layers continue from "
                 "their fixed-size state instead: pass cache=LinearAttentionCache(model) to generate() "
-                "or to the forward (hedgehog.models.conversion)"
+                "or to the forward (past_key_values= before transformers 5.24; hedgehog.models.conversion)"
             )
         k_past, k_new = k.split([past, q.shape[-2]], dim=-2)
         v_past, v_new = v.split([past, q.shape[-2]], dim=-2)
@@ -344,7 +345,12 @@ def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list
             )
         causal = bool(getattr(module, "is_causal", False))
         project = attention(num_heads=heads, head_dim=head_dim, causal=causal)
-        module.add_module(CHILD, ConvertedAttention(project, heads, head_dim, causal))
+        # on the device of the layer it joins (feature maps stay float32; autocast runs them in half)
+        converted_attention = ConvertedAttention(project, heads, head_dim, causal)
+        anchor = next(module.parameters(), None)
+        module.add_module(
+            CHILD, converted_attention if anchor is None else converted_attention.to(anchor.device)
+        )
         converted.append(name)
     if not converted:
         raise ValueError(
