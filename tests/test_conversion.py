@@ -212,6 +212,24 @@ def test_distillation_leaves_padding_out():
     torch.testing.assert_close(torch.stack(long), torch.stack(short), atol=1e-5, rtol=1e-5)
 
 
+def test_distillation_of_a_ragged_batch_is_the_row_weighted_mean_of_its_sequences():
+    """One vectorised pass over a padded batch = each sequence alone, weighted by its real tokens."""
+    model = tiny_bert()
+    convert(model, hedgehog_attention())
+    set_stage(model, "distill")
+    lengths = (9, 4)
+    ids = torch.randint(1, 100, (2, 9))
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+        batch = torch.stack(distillation_losses(model))
+        alone = []
+        for b, n in enumerate(lengths):
+            model(input_ids=ids[b : b + 1, :n])
+            alone.append(n * torch.stack(distillation_losses(model)))
+    torch.testing.assert_close(batch, sum(alone) / sum(lengths), atol=1e-5, rtol=1e-5)
+
+
 def test_feature_map_state_dict_round_trips_between_models():
     source, target = tiny_bert(), tiny_bert()
     for model in (source, target):

@@ -439,19 +439,11 @@ def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
             )
         q, k, mask = layer.recorded
         fq, fk = layer.attention.features(q, k)
-        if mask is None or bool(mask.all()):
-            losses.append(attention_distillation_loss(q, k, fq, fk, causal=layer.causal, loss=loss))
-            continue
-        total, rows = q.new_zeros((), dtype=torch.float32), 0
-        for b in range(q.shape[0]):
-            keep = mask[b]
-            n = int(keep.sum())
-            if n == 0:
-                continue
-            sel = (t[b : b + 1, :, keep] for t in (q, k, fq, fk))
-            total = total + n * attention_distillation_loss(*sel, causal=layer.causal, loss=loss)
-            rows += n
-        losses.append(total / max(rows, 1))
+        if mask is not None and bool(mask.all()):
+            mask = None
+        losses.append(
+            attention_distillation_loss(q, k, fq, fk, causal=layer.causal, loss=loss, key_padding_mask=mask)
+        )
     if not losses:
         raise ValueError("distillation needs linear attention, but every converted layer is softmax")
     return losses
