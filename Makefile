@@ -49,7 +49,6 @@ reproduce-bert-glue: reproduce-bert_glue ## BERT finetuned conversion (paper Tab
 reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_teacher scale=$(SCALE)
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue scale=$(SCALE)
-	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_seeds scale=$(SCALE)
 	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_tasks scale=$(SCALE)
 	$(PY) experiments/bert_glue/make_table.py --scale $(SCALE)
 

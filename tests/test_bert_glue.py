@@ -23,6 +23,7 @@ from hedgehog.data.text_classification import (
 )
 from hedgehog.models.conversion import convert, feature_map_parameters
 from hedgehog.models.pretrained import load_tokenizer
+from hedgehog.results import compare_seeds
 from hedgehog.results.records import ROOT
 from hedgehog.tasks.conversion import ConversionTask, task_metrics
 from hedgehog.train import train
@@ -282,12 +283,34 @@ def test_hedgehog_conversion_of_minilm_runs_in_the_pipeline(tmp_path):
 
 
 def test_table_recover_is_the_ratio_of_task_means():
+    table = load_table_script()
+    softmax = {"a": 80.0, "b": 40.0}
+    assert table.recover({"a": 70.0, "b": 50.0}, softmax, ["a", "b"]) == pytest.approx(100.0)
+    assert table.recover({"a": 60.0}, softmax, ["a", "b"]) is None
+    assert table.scale_settings("embedded")["feature_map_task"] == "acceptability"
+
+
+def load_table_script():
     spec = importlib.util.spec_from_file_location(
         "bert_glue_table", ROOT / "experiments" / "bert_glue" / "make_table.py"
     )
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
-    softmax = {"a": 80.0, "b": 40.0}
-    assert table.recover({"a": 70.0, "b": 50.0}, softmax, ["a", "b"]) == pytest.approx(100.0)
-    assert table.recover({"a": 60.0}, softmax, ["a", "b"]) is None
-    assert table.scale_settings("embedded")["feature_map_task"] == "acceptability"
+    return table
+
+
+def test_a_difference_is_claimed_only_with_two_seeds_and_a_significant_welch_test():
+    # Hedgehog's two acceptability seeds against Taylor-2's: far apart means, huge spread
+    assert compare_seeds([40.5, 0.1], [24.4, 15.2]).startswith("not established (p = ")
+    # disjoint seed ranges are not enough with 2 seeds (a 1-in-3 chance under no difference)
+    assert compare_seeds([-5.2, -0.1], [40.5, 0.1]).startswith("not established (p = ")
+    assert compare_seeds([30.0], [10.0, 12.0]) == "not established (n < 2)"
+    assert compare_seeds([0.1, -0.1], [53.1, 52.8]) == "lower (p < 0.001)"
+    assert compare_seeds([53.1, 52.8], [0.1, -0.1]) == "higher (p < 0.001)"
+    assert compare_seeds([5.0, 6.0], [7.0, 8.5]).startswith("not established (p = 0.")
+    assert compare_seeds([0.1, 0.1], [0.1, 0.1]) == "not established (no seed spread)"
+    # a seeded row against a row with no seed dependence (one exact value)
+    assert compare_seeds([0.123, 0.125], [0.309], b_fixed=True).startswith("lower (p = 0.00")
+    assert compare_seeds([0.2, 0.4], [0.309], b_fixed=True).startswith("not established")
+    with pytest.raises(ValueError, match="one value"):
+        compare_seeds([0.2, 0.4], [0.3, 0.5], b_fixed=True)

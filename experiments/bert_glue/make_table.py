@@ -17,7 +17,14 @@ from typing import Any
 
 import yaml
 
-from hedgehog.results import load_records, mean_spread, paper_results, write_tables
+from hedgehog.results import (
+    DIFFERENCE_RULE,
+    compare_seeds,
+    load_records,
+    mean_spread,
+    paper_results,
+    write_tables,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -50,12 +57,19 @@ def scale_settings(scale: str) -> dict[str, Any]:
 
 
 def scores(records: list[dict[str, Any]], metric: str = "test/score") -> dict[tuple[str, str], list[float]]:
-    """One test metric per (attention, task), one value per seed (records without the metric are left out)."""
+    """One test metric per (attention, task), one value per seed in seed order (records without it left out)."""
     out: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in records:
+    for r in sorted(records, key=lambda r: r["seed"]):
         if metric in r["metrics"]:
             out[(r["attention"], r["config"]["data"]["task"])].append(r["metrics"][metric])
     return out
+
+
+def seed_list(records: list[dict[str, Any]], attention: str, task: str) -> list[int]:
+    """The seeds of one (attention, task), in the order ``scores`` lists their values."""
+    return sorted(
+        r["seed"] for r in records if r["attention"] == attention and r["config"]["data"]["task"] == task
+    )
 
 
 def recover(row: dict[str, float], reference: dict[str, float], tasks: list[str]) -> float | None:
@@ -112,29 +126,48 @@ def main(scale: str) -> None:
     )
 
     published = paper_results("associative_recall_and_bert_cola")["rows"]
+    teacher = mcc.get(("softmax", main_task), [])
+    hedgehog = mcc.get(("hedgehog", main_task), [])
     rows = []
     for name, (label, paper_key) in TABLE1_ROWS.items():
         ours = mcc.get((name, main_task), [])
         paper = published.get(paper_key, {}).get("cola") if paper_key else None
-        rec = (
-            100.0 * statistics.mean(ours) / statistics.mean(mcc[("softmax", main_task)])
-            if ours and ("softmax", main_task) in mcc
-            else None
-        )
+        # % of BERT-FT per seed of the row, over the mean of BERT-FT's seeds
+        rec = [100.0 * v / statistics.mean(teacher) for v in ours] if ours and teacher else []
         paper_rec = 100.0 * paper / published["softmax"]["cola"] if paper is not None else None
-        rows.append([label, mean_spread(ours) or "not run", fmt(rec), fmt(paper), fmt(paper_rec)])
+        seeds = ", ".join(
+            f"s{n}: {v:.1f}" for n, v in zip(seed_list(records, name, main_task), ours, strict=True)
+        )
+        versus = "" if name == "hedgehog" or not ours else compare_seeds(ours, hedgehog)
+        versus_teacher = "" if name == "softmax" or not ours else compare_seeds(ours, teacher)
+        rows.append(
+            [
+                label,
+                mean_spread(ours) or "not run",
+                seeds,
+                mean_spread(rec),
+                versus_teacher,
+                versus,
+                fmt(paper),
+                fmt(paper_rec),
+            ]
+        )
     md1 = write_tables(
         out,
         "table1",
         [
             "feature map",
-            f"ours: {main_task} MCC (mean ± std over seeds)",
-            "ours: % of BERT-FT",
+            f"ours: {main_task} MCC (mean ± std over seeds, n)",
+            "ours: per seed",
+            "ours: % of BERT-FT (mean ± std, n)",
+            "ours: vs BERT-FT",
+            "ours: vs Hedgehog",
             "paper: CoLA MCC",
             "paper: % of softmax",
         ],
         rows,
-        f"Table 1: conversion of a finetuned BERT ({scale} scale) by feature map. {footer}",
+        f"Table 1: conversion of a finetuned BERT ({scale} scale) by feature map; every conversion starts from "
+        f"the BERT-FT of its own seed. Our rule: {DIFFERENCE_RULE}; the 'vs' columns apply it. {footer}",
     )
 
     ar = ar_column(scale)
@@ -147,16 +180,21 @@ def main(scale: str) -> None:
                 label,
                 ar.get(name, "not recorded"),
                 fmt(paper.get("ar")),
-                mean_spread(mcc.get((name, main_task), [])),
+                mean_spread(mcc.get((name, main_task), [])) or "not run",
                 fmt(paper.get("cola")),
             ]
         )
+    versus = "; ".join(
+        f"{TABLE1_ROWS[a][0]} vs {TABLE1_ROWS[b][0]}: {compare_seeds(mcc.get((a, main_task), []), mcc.get((b, main_task), []))}"
+        for a, b in (("hedgehog", "taylor2"), ("hedgehog", "softmax"), ("taylor2", "softmax"))
+    )
     md3 = write_tables(
         out,
         "table3",
         ["attention", "ours: AR accuracy", "paper: AR", f"ours: {main_task} MCC", "paper: CoLA MCC"],
         rows,
-        f"Table 3: Hedgehog vs Taylor-2 vs softmax ({scale} scale); AR from experiments/associative_recall/records. {footer}",
+        f"Table 3: Hedgehog vs Taylor-2 vs softmax ({scale} scale); AR from experiments/associative_recall/records "
+        f"(mean ± std over seeds, n). {main_task} MCC, by Table 1's rule: {versus}. {footer}",
     )
 
     attentions = [a for a in TABLE1_ROWS if all((a, t) in by_key for t in tasks)]
@@ -166,22 +204,37 @@ def main(scale: str) -> None:
     for a in attentions:
         row = {t: means[(a, t)] for t in tasks}
         seeds = min(len(by_key[(a, t)]) for t in tasks)
+        # % recover per seed (the seeds every task has), over BERT-FT's mean
+        per_seed = [recover({t: by_key[(a, t)][i] for t in tasks}, softmax, tasks) for i in range(seeds)]
         paper = glue_published.get(a, {}).get("recover")
+        versus = (
+            ""
+            if a == "softmax"
+            else "; ".join(f"{t}: {compare_seeds(by_key[(a, t)], by_key[('softmax', t)])}" for t in tasks)
+        )
         rows.append(
             [
                 TABLE1_ROWS[a][0],
                 *(mean_spread(by_key[(a, t)]) for t in tasks),
-                fmt(recover(row, softmax, tasks)),
+                f"{fmt(recover(row, softmax, tasks))} ({mean_spread(per_seed)} per seed)",
                 fmt(paper),
-                seeds,
+                versus,
             ]
         )
     mdg = write_tables(
         out,
         "glue",
-        ["model", *tasks, "ours: % recover", "paper: % recover", "seeds"],
+        [
+            "model",
+            *(f"{t} (mean ± std, n)" for t in tasks),
+            "ours: % recover",
+            "paper: % recover",
+            "vs BERT-FT",
+        ],
         rows,
-        f"GLUE table ({scale} scale): test score per task (x100), % recover = 100 x mean(converted) / mean(BERT-FT)"
+        f"GLUE table ({scale} scale): test score per task (x100; mean of the task's metrics), % recover = 100 x "
+        "mean(converted) / mean(BERT-FT) over the tasks (per seed: each seed's scores over BERT-FT's mean); "
+        "'vs BERT-FT' applies Table 1's rule per task"
         + (f"; tasks without records: {', '.join(unrun)}" if unrun else "")
         + f". {footer}",
     )

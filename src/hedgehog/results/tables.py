@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,37 @@ def mean_spread(values: Sequence[float], scale: float = 1.0, digits: int = 1) ->
     if len(xs) == 1:
         return f"{xs[0]:.{digits}f} (n=1)"
     return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f} (n={len(xs)})"
+
+
+SIGNIFICANCE = 0.05
+DIFFERENCE_RULE = (
+    "a difference between two rows is claimed only when both have 2 or more seeds and Welch's two-sided "
+    f"t-test gives p < {SIGNIFICANCE} (against a row with no seed dependence: a one-sample t-test); with 2 "
+    "seeds per row only large, consistent gaps pass; p-values are not corrected for the number of comparisons"
+)
+
+
+def compare_seeds(a: Sequence[float], b: Sequence[float], b_fixed: bool = False) -> str:
+    """Whether row a is established as higher or lower than row b, by ``DIFFERENCE_RULE``; with its p-value.
+
+    ``b_fixed``: b does not depend on a seed (one exact value), so a is tested against that value.
+    """
+    from scipy import stats  # here, not at the top: the training entry point imports this package
+
+    if b_fixed and len(b) != 1:
+        raise ValueError(f"a row with no seed dependence has one value, got {len(b)}")
+    if len(a) < 2 or (len(b) < 2 and not b_fixed):
+        return "not established (n < 2)"
+    with warnings.catch_warnings():  # nearly equal seeds warn of precision loss; the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = stats.ttest_1samp(a, b[0]) if b_fixed else stats.ttest_ind(a, b, equal_var=False)
+    p = float(test.pvalue)
+    if p != p:  # NaN: no spread in either row, nothing to test against
+        return "not established (no seed spread)"
+    if p >= SIGNIFICANCE:
+        return f"not established (p = {p:.2f})"
+    direction = "higher" if statistics.mean(a) > statistics.mean(b) else "lower"
+    return f"{direction} (p {'< 0.001' if p < 0.001 else f'= {p:.3f}'})"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
