@@ -4,16 +4,16 @@
 
 1. Runs what is missing through the one entry point (``python -m hedgehog.train``):
    stage-1-only distillations of the pretrained encoder (experiment ``bert_glue_distill``, with
-   feature-map snapshots along the way): Hedgehog on the Table-1 task (2 seeds) and on the other
-   task, T2R-HH, Hedgehog on a small training set; and transfer conversions of BERT-FT on the
-   Table-1 task whose stage 1 is replaced by Hedgehog maps distilled on the other task's text or on
-   its own (records under experiments/bert_glue_transfer). Runs beyond the KL ranking use seed 0
-   (the CPU budget); they are reported, not used to claim differences.
-   The transfer conversions need the BERT-FT teachers of ``make reproduce-bert-glue``.
+   feature-map snapshots along the way): Hedgehog and T2R-HH on the Table-1 task and Hedgehog on the
+   other task, each with 2 seeds; Hedgehog on smaller training sets (seed 0). Then transfer
+   conversions (records under experiments/bert_glue_transfer): BERT-FT of each task and seed whose
+   stage 1 is replaced by the Hedgehog maps distilled (same seed) on either task's text, then
+   finetuned (stage 2) as a Table-1 conversion. They need the BERT-FT teachers of
+   ``make reproduce-bert-glue``.
 2. Measures on held-out text (the val split) with every feature map, before and after distillation:
-   KL(softmax || linear) per layer, attention entropy per layer and head, weight against q.k
-   (monotonicity), and one sentence's attention maps; writes PNGs and analysis.json to
-   experiments/bert_glue/analysis/<scale>/.
+   KL(softmax || linear) per layer (every seed of the maps that depend on one), attention entropy
+   per layer and head, weight against q.k (monotonicity), one sentence's attention maps; writes
+   PNGs, analysis.json and summary.md to experiments/bert_glue/analysis/<scale>/.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from hedgehog.attention import linear_attention_weights
 from hedgehog.data.text_classification import TextClassificationDataModule
 from hedgehog.models.conversion import converted_layers, distillation_losses, set_stage
 from hedgehog.models.pretrained import load_tokenizer, sequence_classifier
-from hedgehog.results import load_records
+from hedgehog.results import DIFFERENCE_RULE, compare_seeds, load_records, mean_spread
 from hedgehog.train import CONF_DIR, register_resolvers
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ SETTINGS = {
         "pretrained": "all-MiniLM-L6-v2",
         "tasks": ("acceptability", "bbc_topic"),
         "num_train": 1024,
-        "small_train": 16,
+        "train_sizes": (16, 64, 256, 1024),
         "snapshots": (10, 30),
         "steps": 60,
         "max_length": 32,
@@ -60,14 +60,16 @@ SETTINGS = {
         "pretrained": "bert-base-uncased",
         "tasks": ("cola", "sst2"),
         "num_train": 32000,
-        "small_train": 1000,
+        "train_sizes": (1000, 4000, 32000),
         "snapshots": (100, 300),
         "steps": 1000,
         "max_length": 128,
         "held_out": 1000,
     },
 }
-SEEDS = (0, 1)  # Hedgehog on the Table-1 task, whose KL the ranking compares; other runs use seed 0
+SEEDS = (0, 1)  # distillation (and transfer) seeds; the training-set-size runs use seed 0
+# maps whose KL depends on a seed (random features or initialisation, or trained); the rest are fixed
+SEEDED = ("performer", "t2r", "t2r_hh", "hedgehog")
 # rows: (label, attention config, trained feature maps from a distillation run or None)
 UNTRAINED = ("elu1", "relu", "performer", "cosformer", "exp_t", "exp_t2", "taylor2")
 LABELS = {
@@ -101,52 +103,61 @@ def train(overrides: list[str]) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def distill_runs(scale: str) -> list[tuple[str, str, int, tuple[int, ...]]]:
-    """(attention, task, training examples, seeds) of the stage-1-only runs."""
+def distill_runs(scale: str) -> list[tuple[str, str, tuple[int, ...], tuple[int, ...]]]:
+    """(attention, task, training-set sizes, seeds) of the stage-1-only runs; one multirun each."""
     s = SETTINGS[scale]
     main_task, other_task = s["tasks"]
+    smaller = tuple(n for n in s["train_sizes"] if n != s["num_train"])
     return [
-        ("hedgehog", main_task, s["num_train"], SEEDS),
-        ("hedgehog", other_task, s["num_train"], (0,)),
-        ("t2r_hh", main_task, s["num_train"], (0,)),
-        ("hedgehog", main_task, s["small_train"], (0,)),
+        ("hedgehog", main_task, (s["num_train"],), SEEDS),
+        ("t2r_hh", main_task, (s["num_train"],), SEEDS),
+        ("hedgehog", other_task, (s["num_train"],), SEEDS),
+        ("hedgehog", main_task, smaller, (0,)),
     ]
+
+
+def transfer_run_name(source: str, target: str, seed: int | str) -> str:
+    return f"hedgehog-maps_from_{source}-{target}-s{seed}"
 
 
 def run_missing(scale: str) -> None:
     """The distillation and transfer runs the measurements need, unless their outputs exist."""
     s = SETTINGS[scale]
-    main_task = s["tasks"][0]
-    for attention, task, n, seeds in distill_runs(scale):
-        if not all(feature_map_file(scale, attention, task, n, seed).exists() for seed in seeds):
+    joined = ",".join
+    for attention, task, sizes, seeds in distill_runs(scale):
+        if not all(
+            feature_map_file(scale, attention, task, n, seed).exists() for n in sizes for seed in seeds
+        ):
             train(
                 [
                     "experiment=bert_glue_distill",
                     f"scale={scale}",
                     f"attention={attention}",
                     f"data.task={task}",
-                    f"data.num_train={n}",
-                    f"seed={','.join(map(str, seeds))}",
+                    f"data.num_train={joined(map(str, sizes))}",
+                    f"seed={joined(map(str, seeds))}",
                 ]
             )
     transfer_dir = ROOT / "experiments" / "bert_glue_transfer" / "records" / scale
-    for source in s["tasks"]:
-        run_name = f"hedgehog-maps_from_{source}-{main_task}-s0"
-        if (transfer_dir / f"{run_name}.json").exists():
-            continue
-        train(
-            [
-                "experiment=bert_glue",
-                f"scale={scale}",
-                "attention=hedgehog",
-                f"data.task={main_task}",
-                "seed=0",
-                f"model.feature_maps={feature_map_file(scale, 'hedgehog', source, s['num_train'], 0)}",
-                "task.distill_steps=0",
-                "experiment_name=bert_glue_transfer",
-                f"run_name={run_name}",
-            ]
-        )
+    names = [transfer_run_name(a, b, seed) for a in s["tasks"] for b in s["tasks"] for seed in SEEDS]
+    if all((transfer_dir / f"{name}.json").exists() for name in names):
+        return
+    maps = feature_map_file(scale, "hedgehog", "SOURCE", s["num_train"], 0)
+    maps = str(maps).replace("SOURCE", "${transfer_source}").replace("-s0.pt", "-s${seed}.pt")
+    train(
+        [
+            "experiment=bert_glue",
+            f"scale={scale}",
+            "attention=hedgehog",
+            f"+transfer_source={joined(s['tasks'])}",
+            f"data.task={joined(s['tasks'])}",
+            f"seed={joined(map(str, SEEDS))}",
+            f"model.feature_maps={maps}",
+            "task.distill_steps=0",
+            "experiment_name=bert_glue_transfer",
+            f"run_name={transfer_run_name('${transfer_source}', '${data.task}', '${seed}')}",
+        ]
+    )
 
 
 def attention_config(name: str, max_len: int, seed: int = 0):
@@ -215,18 +226,19 @@ def entropy(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (rows * real).sum((0, 2)) / real.sum((0, 2))
 
 
-def probes(scale: str) -> dict[str, tuple[str, Path | None]]:
+def probes(scale: str, seed: int = 0) -> dict[str, tuple[str, Path | None]]:
+    """Rows of the measurements: name -> (attention config, trained feature maps or None), for one seed.
+
+    Trained rows whose distillation run of this seed is missing are left out."""
     s = SETTINGS[scale]
     main_task = s["tasks"][0]
     rows = {name: (name, None) for name in UNTRAINED}
     rows["t2r"] = ("t2r", None)
-    for name, attention in (("t2r_hh", "t2r_hh"), ("hedgehog_init", "hedgehog"), ("hedgehog", "hedgehog")):
-        if name == "hedgehog_init":
-            rows[name] = (attention, None)
-            continue
-        path = feature_map_file(scale, attention, main_task, s["num_train"], 0)
+    rows["hedgehog_init"] = ("hedgehog", None)
+    for name in ("t2r_hh", "hedgehog"):
+        path = feature_map_file(scale, name, main_task, s["num_train"], seed)
         if path.exists():
-            rows[name] = (attention, path)
+            rows[name] = (name, path)
     return rows
 
 
@@ -238,9 +250,21 @@ def measure(scale: str) -> dict[str, Any]:
     results: dict[str, Any] = {"kl_per_layer": {}, "entropy": {}, "monotonicity": {}, "heatmap": {}}
     layer, head = 2, 0
     sentence = 0
+    kl_cache: dict[tuple[str, str, str, int], list[float]] = {}
+
+    def kl_per_layer(attention: str, maps: Path | None, task: str, seed: int = 0, probe: Probe | None = None):
+        """KL per layer of one map on one task's held-out text (each combination measured once)."""
+        key = (attention, str(maps), task, seed)
+        if key not in kl_cache:
+            kl_cache[key] = (probe or Probe(scale, attention, maps, seed)).kl_per_layer(text[task])
+        return kl_cache[key]
+
+    def mean_kl(attention: str, maps: Path | None, task: str, seed: int = 0) -> float:
+        return statistics.mean(kl_per_layer(attention, maps, task, seed))
+
     for name, (attention, maps) in probes(scale).items():
         probe = Probe(scale, attention, maps)
-        results["kl_per_layer"][name] = probe.kl_per_layer(batch)
+        results["kl_per_layer"][name] = kl_per_layer(attention, maps, main_task, 0, probe)
         entropies = []
         for i in range(len(converted_layers(probe.model))):
             teacher, student, logits, mask = probe.weights(i)
@@ -265,10 +289,6 @@ def measure(scale: str) -> dict[str, Any]:
         results["entropy"][name] = entropies
     results["heatmap_layer_head"] = [layer, head]
 
-    def mean_kl(attention: str, maps: Path | None, task: str, seed: int = 0) -> float:
-        return statistics.mean(Probe(scale, attention, maps, seed).kl_per_layer(text[task]))
-
-    curves: dict[str, Any] = {"steps": {}, "train_size": [], "transfer": {}, "seeds": {}}
     missing: list[str] = []
 
     def found(path: Path) -> bool:
@@ -276,38 +296,62 @@ def measure(scale: str) -> dict[str, Any]:
             missing.append(str(path.relative_to(ROOT)))
         return path.exists()
 
-    for attention, seeds in (("hedgehog", SEEDS), ("t2r_hh", (0,))):
+    # the KL ranking: mean KL over layers per seed, for every map whose KL depends on a seed
+    ranking: dict[str, dict[int, float]] = {}
+    for seed in SEEDS:
+        for name, (attention, maps) in probes(scale, seed).items():
+            if seed == 0 or name in SEEDED:
+                ranking.setdefault(name, {})[seed] = mean_kl(attention, maps, main_task, seed)
+        for name in ("t2r_hh", "hedgehog"):
+            found(feature_map_file(scale, name, main_task, s["num_train"], seed))
+    results["kl_ranking"] = {name: [by_seed[k] for k in sorted(by_seed)] for name, by_seed in ranking.items()}
+
+    curves: dict[str, Any] = {"steps": {}, "train_size": [], "transfer": {}}
+    for attention in ("hedgehog", "t2r_hh"):
         init = "hedgehog" if attention == "hedgehog" else "t2r"
-        for seed in seeds:
+        for seed in SEEDS:
             final = feature_map_file(scale, attention, main_task, s["num_train"], seed)
-            if not found(final):
+            if not final.exists():
                 continue
             points = [(0, mean_kl(init, None, main_task, seed))]
             for step in s["snapshots"]:
                 path = feature_map_file(scale, attention, main_task, s["num_train"], seed, step)
-                points.append((step, mean_kl(attention, path, main_task, seed)))
+                if found(path):
+                    points.append((step, mean_kl(attention, path, main_task, seed)))
             points.append((s["steps"], mean_kl(attention, final, main_task, seed)))
             curves["steps"][f"{attention}-s{seed}"] = points
-    for n in (s["small_train"], s["num_train"]):
+    for n in s["train_sizes"]:
         path = feature_map_file(scale, "hedgehog", main_task, n, 0)
         if found(path):
             curves["train_size"].append((n, mean_kl("hedgehog", path, main_task)))
     for source in (main_task, other_task):
-        path = feature_map_file(scale, "hedgehog", source, s["num_train"], 0)
-        if found(path):
-            for target in (main_task, other_task):
-                curves["transfer"][f"{source}->{target}"] = [mean_kl("hedgehog", path, target)]
-    results["missing"] = sorted(set(missing))
-    # Performer's random features are the only untrained map that depends on the seed
-    curves["seeds"]["performer"] = [mean_kl("performer", None, main_task, seed) for seed in SEEDS]
+        for seed in SEEDS:
+            path = feature_map_file(scale, "hedgehog", source, s["num_train"], seed)
+            if found(path):
+                for target in (main_task, other_task):
+                    kl = mean_kl("hedgehog", path, target, seed)
+                    curves["transfer"].setdefault(f"{source}->{target}", []).append(kl)
     results["curves"] = curves
     transfer_dir = ROOT / "experiments" / "bert_glue_transfer" / "records" / scale
     transfer_records = load_records([transfer_dir]) if transfer_dir.exists() else []
     scores: dict[str, list[float]] = {}
-    for r in transfer_records:
-        source = r["run_name"].split("maps_from_")[1].split("-")[0]
-        scores.setdefault(source, []).append(r["metrics"]["test/score"])
-    results["transfer_scores"] = {"task": main_task, "by_source": scores}
+    for r in sorted(transfer_records, key=lambda r: r["seed"]):
+        source, target = r["config"]["transfer_source"], r["config"]["data"]["task"]
+        scores.setdefault(f"{source}->{target}", []).append(r["metrics"]["test/score"])
+    for source in s["tasks"]:
+        for target in s["tasks"]:
+            for seed in SEEDS:
+                found(transfer_dir / f"{transfer_run_name(source, target, seed)}.json")
+    # the Table-1 / GLUE-table Hedgehog conversions of the same BERT-FT (stage 1 on BERT-FT itself)
+    reference: dict[str, list[float]] = {}
+    table_dir = HERE / "records" / scale
+    for r in sorted(load_records([table_dir]) if table_dir.exists() else [], key=lambda r: r["seed"]):
+        if r["attention"] in ("hedgehog", "softmax") and r["seed"] in SEEDS:
+            reference.setdefault(f"{r['attention']} {r['config']['data']['task']}", []).append(
+                r["metrics"]["test/score"]
+            )
+    results["transfer_scores"] = {"by_pair": scores, "table_runs": reference}
+    results["missing"] = sorted(set(missing))
     return results
 
 
@@ -386,7 +430,7 @@ def figures(results: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
     curves = results["curves"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     for key, points in curves["steps"].items():
         steps, values = zip(*points, strict=True)
         axes[0].plot(steps, values, "o-", label=key)
@@ -406,29 +450,75 @@ def figures(results: dict[str, Any], out: Path) -> None:
         yscale="log",
         xlabel="distillation training examples",
         ylabel="mean KL over layers",
-        title="KL vs training-set size (Hedgehog)",
+        title="KL vs training-set size (Hedgehog, seed 0)",
     )
-    labels = list(curves["transfer"])
-    axes[2].bar(range(len(labels)), [statistics.mean(v) for v in curves["transfer"].values()], color="C2")
-    axes[2].set_xticks(range(len(labels)), [lbl.replace("->", "\n-> ") for lbl in labels], fontsize=8)
-    axes[2].set(ylabel="mean KL over layers", title="Hedgehog distilled on A, evaluated on B")
+
+    def bars(ax, groups: dict[str, list[float]], color: str) -> None:
+        labels = list(groups)
+        means = [statistics.mean(v) for v in groups.values()]
+        spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in groups.values()]
+        ax.bar(range(len(labels)), means, yerr=spreads, capsize=3, color=color)
+        for i, values in enumerate(groups.values()):
+            ax.plot([i] * len(values), values, "k.", ms=4)
+        ax.set_xticks(range(len(labels)), [lbl.replace("->", "\n-> ") for lbl in labels], fontsize=8)
+
+    bars(axes[2], curves["transfer"], "C2")
+    axes[2].set(ylabel="mean KL over layers (held-out text of B)", title="Hedgehog distilled on A, KL on B")
+    bars(axes[3], results["transfer_scores"]["by_pair"], "C4")
+    axes[3].set(ylabel="test score of B after stage 2", title="Maps distilled on A, converted BERT-FT of B")
     fig.tight_layout()
     fig.savefig(out / "kl_curves.png", dpi=120)
     plt.close(fig)
 
 
+def lower_than(a: list[float], b: list[float], a_fixed: bool, b_fixed: bool) -> str:
+    """Whether KL a is established below KL b (``hedgehog.results.DIFFERENCE_RULE``); a map without seed
+    dependence has one exact value on this text."""
+    if a_fixed and b_fixed:
+        return "lower (both without seed dependence)" if a[0] < b[0] else "not lower"
+    if a_fixed:  # test b against a's exact value; b higher means a lower
+        return compare_seeds(b, a, b_fixed=True).replace("higher", "lower", 1)
+    return compare_seeds(a, b, b_fixed=b_fixed)
+
+
 def summary(results: dict[str, Any]) -> str:
     """Markdown of the measured numbers: KL ranking, entropy gap to softmax, curves, transfer."""
     softmax_entropy = statistics.mean(v for row in results["entropy"]["softmax"] for v in row)
+    ranking = sorted(results["kl_ranking"].items(), key=lambda kv: statistics.mean(kv[1]))
     rows = []
-    for n, kl in sorted(results["kl_per_layer"].items(), key=lambda kv: statistics.mean(kv[1])):
+    for i, (n, kls) in enumerate(ranking):
         h = statistics.mean(v for row in results["entropy"][n] for v in row)
-        rows.append(f"| {LABELS[n]} | {statistics.mean(kl):.4f} | {h:.3f} | {h - softmax_entropy:+.3f} |")
+        seeds = (
+            "no seed dependence"
+            if n not in SEEDED
+            else ", ".join(f"s{k}: {v:.4f}" for k, v in enumerate(kls))
+        )
+        versus = ""
+        if i + 1 < len(ranking):
+            nxt, nxt_kls = ranking[i + 1]
+            versus = lower_than(kls, nxt_kls, n not in SEEDED, nxt not in SEEDED)
+        rows.append(
+            f"| {LABELS[n]} | {mean_spread(kls, digits=4)} | {seeds} | {versus} | {h:.3f} | {h - softmax_entropy:+.3f} |"
+        )
+    pairs = results["transfer_scores"]["by_pair"]
+    kl = results["curves"]["transfer"]
+    tasks = sorted({key.split("->")[0] for key in kl})
+    crossed = [
+        (a, b)
+        for a in tasks
+        for b in tasks
+        if a != b and all(f"{x}->{b}" in kl and f"{x}->{b}" in pairs for x in (a, b))
+    ]
     lines = [
-        "| feature map | mean KL(softmax ‖ linear) | mean entropy | entropy − softmax |",
-        "|---|---|---|---|",
+        "KL(softmax ‖ linear) on held-out text of the Table-1 task, mean over layers (nats per row); mean ± std "
+        "over seeds (n): distillation seeds for trained maps, random-feature / initialisation seeds for "
+        "Performer and T2R (init); the other maps do not depend on a seed. 'lower than the next row' applies "
+        f"the tables' rule: {DIFFERENCE_RULE}. Entropy: seed 0.",
+        "",
+        "| feature map | mean KL | per seed | lower than the next row? | mean entropy | entropy − softmax |",
+        "|---|---|---|---|---|---|",
         *rows,
-        f"| softmax | 0 | {softmax_entropy:.3f} | 0 |",
+        f"| softmax | 0 | | | {softmax_entropy:.3f} | 0 |",
         "",
         "KL vs distillation steps (mean over layers): "
         + "; ".join(
@@ -438,25 +528,34 @@ def summary(results: dict[str, Any]) -> str:
         "KL vs training-set size (Hedgehog, seed 0): "
         + ", ".join(f"{n}→{v:.4f}" for n, v in results["curves"]["train_size"]),
         "",
-        "Transfer KL (Hedgehog distilled on → evaluated on, seed 0): "
+        "Transfer KL (Hedgehog distilled on → evaluated on; per seed): "
         + "; ".join(
-            f"{k}: " + ", ".join(f"{v:.4f}" for v in vals)
+            f"{k}: {mean_spread(vals, digits=4)} [" + ", ".join(f"{v:.4f}" for v in vals) + "]"
             for k, vals in results["curves"]["transfer"].items()
         ),
         "",
-        "Performer's KL with the random features of seeds 0 and 1: "
+        "Transfer task score (x100; BERT-FT of the target task and seed, its stage 1 replaced by the Hedgehog "
+        "maps distilled on the pretrained encoder with the source task's text and the same seed, then stage 2; "
+        "per seed): "
         + "; ".join(
-            f"{k}: " + ", ".join(f"{v:.4f}" for v in vals) for k, vals in results["curves"]["seeds"].items()
+            f"{k}: {mean_spread(vals)} [" + ", ".join(f"{v:.1f}" for v in vals) + "]"
+            for k, vals in pairs.items()
+        ),
+        "",
+        "Cross-task against in-task maps on the same target, by the tables' rule: "
+        + "; ".join(
+            f"on {target}, KL of maps from {source}: {compare_seeds(kl[f'{source}->{target}'], kl[f'{target}->{target}'])}"
+            f", task score: {compare_seeds(pairs[f'{source}->{target}'], pairs[f'{target}->{target}'])}"
+            for source, target in crossed
+        ),
+        "",
+        "For comparison, the Table-1 / GLUE-table runs of the same seeds (stage 1 on BERT-FT itself): "
+        + "; ".join(
+            f"{k}: {mean_spread(vals)} [" + ", ".join(f"{v:.1f}" for v in vals) + "]"
+            for k, vals in results["transfer_scores"]["table_runs"].items()
         ),
         "",
         "Runs not made (their rows and points are left out): " + (", ".join(results["missing"]) or "none"),
-        "",
-        f"Transfer task score on {results['transfer_scores']['task']} (Hedgehog maps distilled from the pretrained "
-        "encoder on the named task's text, then stage 2): "
-        + "; ".join(
-            f"from {k}: " + ", ".join(f"{v:.1f}" for v in vals)
-            for k, vals in results["transfer_scores"]["by_source"].items()
-        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -477,6 +576,7 @@ def main(scale: str, skip_runs: bool) -> None:
                 "kl_per_layer": results["kl_per_layer"],
                 "entropy": results["entropy"],
                 "transfer_scores": results["transfer_scores"],
+                "kl_ranking": results["kl_ranking"],
             },
             indent=1,
         )
