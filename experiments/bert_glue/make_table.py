@@ -85,6 +85,11 @@ AR_RULE = (
 )
 
 
+def ar_label(attention: str) -> str:
+    """Row names in the AR note: AR models are trained from scratch, so softmax is not BERT-FT there."""
+    return "softmax" if attention == "softmax" else TABLE1_ROWS[attention][0]
+
+
 def softmax_margin(by_attention: dict[str, list[float]], pairs: int) -> float:
     """Softmax's mean AR accuracy minus chance (100 / pairs), in points."""
     return 100.0 * statistics.mean(by_attention["softmax"]) - 100.0 / pairs
@@ -126,11 +131,9 @@ def ar_column(scale: str) -> tuple[dict[str, str], str]:
     note = (
         f"{AR_RULE}: {pairs} pairs, {length} tokens, width {width} (chance {100.0 / pairs:.1f}; softmax minus "
         f"chance per setting, in points: {margins}). Against chance, by Table 1's rule: "
-        + "; ".join(
-            f"{TABLE1_ROWS[a][0]} {compare_seeds(by[a], [1.0 / pairs], b_fixed=True)}" for a in TABLE3_ROWS
-        )
+        + "; ".join(f"{ar_label(a)} {compare_seeds(by[a], [1.0 / pairs], b_fixed=True)}" for a in TABLE3_ROWS)
         + ". Against softmax: "
-        + "; ".join(f"{TABLE1_ROWS[a][0]} {compare_seeds(by[a], by['softmax'])}" for a in TABLE3_ROWS[1:])
+        + "; ".join(f"{ar_label(a)} {compare_seeds(by[a], by['softmax'])}" for a in TABLE3_ROWS[1:])
     )
     return cells, note
 
