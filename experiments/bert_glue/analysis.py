@@ -481,6 +481,11 @@ def lower_than(a: list[float], b: list[float], a_fixed: bool, b_fixed: bool) -> 
     return compare_seeds(a, b, b_fixed=b_fixed)
 
 
+def with_seeds(vals: list[float], digits: int) -> str:
+    """'mean ± spread [seed values]' at ``digits`` decimals."""
+    return f"{mean_spread(vals, digits=digits)} [" + ", ".join(f"{v:.{digits}f}" for v in vals) + "]"
+
+
 def summary(results: dict[str, Any]) -> str:
     """Markdown of the measured numbers: KL ranking, entropy gap to softmax, curves, transfer."""
     softmax_entropy = statistics.mean(v for row in results["entropy"]["softmax"] for v in row)
@@ -529,18 +534,11 @@ def summary(results: dict[str, Any]) -> str:
         + ", ".join(f"{n}→{v:.4f}" for n, v in results["curves"]["train_size"]),
         "",
         "Transfer KL (Hedgehog distilled on → evaluated on; per seed): "
-        + "; ".join(
-            f"{k}: {mean_spread(vals, digits=4)} [" + ", ".join(f"{v:.4f}" for v in vals) + "]"
-            for k, vals in results["curves"]["transfer"].items()
-        ),
+        + "; ".join(f"{k}: {with_seeds(vals, 4)}" for k, vals in results["curves"]["transfer"].items()),
         "",
         "Transfer task score (x100; BERT-FT of the target task and seed, its stage 1 replaced by the Hedgehog "
         "maps distilled on the pretrained encoder with the source task's text and the same seed, then stage 2; "
-        "per seed): "
-        + "; ".join(
-            f"{k}: {mean_spread(vals)} [" + ", ".join(f"{v:.1f}" for v in vals) + "]"
-            for k, vals in pairs.items()
-        ),
+        "per seed): " + "; ".join(f"{k}: {with_seeds(vals, 1)}" for k, vals in pairs.items()),
         "",
         "Cross-task against in-task maps on the same target, by the tables' rule: "
         + "; ".join(
@@ -551,8 +549,7 @@ def summary(results: dict[str, Any]) -> str:
         "",
         "For comparison, the Table-1 / GLUE-table runs of the same seeds (stage 1 on BERT-FT itself): "
         + "; ".join(
-            f"{k}: {mean_spread(vals)} [" + ", ".join(f"{v:.1f}" for v in vals) + "]"
-            for k, vals in results["transfer_scores"]["table_runs"].items()
+            f"{k}: {with_seeds(vals, 1)}" for k, vals in results["transfer_scores"]["table_runs"].items()
         ),
         "",
         "Runs not made (their rows and points are left out): " + (", ".join(results["missing"]) or "none"),

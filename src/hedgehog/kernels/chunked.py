@@ -452,6 +452,16 @@ def _write_input_grad(
 
 
 @triton.jit
+def _add_weight_grads(dw_ptr, db_ptr, dw, db, ih, D, DP, BD: tl.constexpr, BDP: tl.constexpr):
+    """Add one program's dW (BD x BDP) and db (BDP,) of head ih to the fp32 totals."""
+    offs_d = tl.arange(0, BD)
+    offs_p = tl.arange(0, BDP)
+    mw = (offs_d[:, None] < D) & (offs_p[None, :] < DP)
+    tl.atomic_add(dw_ptr + ih * D * DP + offs_d[:, None] * DP + offs_p[None, :], dw, mask=mw)
+    tl.atomic_add(db_ptr + ih * DP + offs_p, db, mask=offs_p < DP)
+
+
+@triton.jit
 def _dq_kernel(
     q_ptr,
     k_ptr,
@@ -565,10 +575,7 @@ def _dq_kernel(
                 dq_ptr, sdt, offs_t, rm, dz, xq, wq_ptr, dw, db, inv_temp, D, DP, ATOMIC, BD, BDP
             )
     if MODE != 0:
-        offs_d = tl.arange(0, BD)
-        mw = (offs_d[:, None] < D) & (offs_p[None, :] < DP)
-        tl.atomic_add(dw_ptr + ih * D * DP + offs_d[:, None] * DP + offs_p[None, :], dw, mask=mw)
-        tl.atomic_add(db_ptr + ih * DP + offs_p, db, mask=offs_p < DP)
+        _add_weight_grads(dw_ptr, db_ptr, dw, db, ih, D, DP, BD, BDP)
 
 
 @triton.jit
@@ -703,10 +710,7 @@ def _dkv_kernel(
                 dk_ptr, sdt, offs_t, rm, dz, xk, wk_ptr, dw, db, inv_temp, D, DP, ATOMIC, BD, BDP
             )
     if MODE != 0:
-        offs_d = tl.arange(0, BD)
-        mw = (offs_d[:, None] < D) & (offs_p[None, :] < DP)
-        tl.atomic_add(dw_ptr + ih * D * DP + offs_d[:, None] * DP + offs_p[None, :], dw, mask=mw)
-        tl.atomic_add(db_ptr + ih * DP + offs_p, db, mask=offs_p < DP)
+        _add_weight_grads(dw_ptr, db_ptr, dw, db, ih, D, DP, BD, BDP)
 
 
 @triton.jit

@@ -83,15 +83,21 @@ def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
     return head_dim <= MAX_HEAD_DIM and value_dim <= 256 and (feature_dim + 1) // 2 <= MAX_FEATURE_HALF
 
 
-def _segment_len(t: int, programs: int, device: torch.device, segment_len: int | None, chunk: int) -> int:
-    """Tokens per segment: enough segments that about 4 programs run per multiprocessor."""
+def _split_len(
+    t: int, programs: int, device: torch.device, segment_len: int | None, chunk: int, per_sm: int
+) -> int:
+    """Tokens per program along the sequence: enough programs that about ``per_sm`` run per multiprocessor.
+
+    Used for the segments of the state walk (4 per SM) and the chunk groups of dq, dk/dv (8 per SM);
+    ``segment_len`` (a multiple of the chunk) overrides both.
+    """
     if segment_len is not None:
         if segment_len % chunk:
             raise ValueError(f"segment_len must be a multiple of {chunk}, got {segment_len}")
         return segment_len
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     n_chunks = triton.cdiv(t, chunk)
-    want = max(1, triton.cdiv(4 * sms, programs))
+    want = max(1, triton.cdiv(per_sm * sms, programs))
     return triton.cdiv(n_chunks, min(want, n_chunks)) * chunk
 
 
@@ -135,16 +141,6 @@ def _strides(x: Tensor) -> tuple[int, int, int]:
 STATE_DTYPE = torch.float32 if K.INTERPRET else torch.bfloat16  # stored chunk states (the DOT type)
 
 
-def _group_len(t: int, programs: int, device: torch.device, segment_len: int | None, chunk: int) -> int:
-    """Tokens per program of the dq, dk/dv kernels (independent chunks): about 8 programs per SM."""
-    if segment_len is not None:
-        return segment_len
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    n_chunks = triton.cdiv(t, chunk)
-    want = max(1, triton.cdiv(8 * sms, programs))
-    return triton.cdiv(n_chunks, min(want, n_chunks)) * chunk
-
-
 def _walk(x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd):
     """One launch of _state_kernel over (value blocks, segments, batch x heads); returns the end states."""
     bh = x.shape[0] * h
@@ -179,7 +175,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
     segments gives each its start, and a second walk writes the chunk states.
     """
     bh = x.shape[0] * h
-    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT)
+    seg_len = _split_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT, 4)
     nseg = triton.cdiv(t, seg_len)
     init = None if s0 is None else (s0[:, None], z0[:, None])
     if nseg > 1:
@@ -203,7 +199,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
 def _total_state(x, y, w, b, kmask, has_mask, rden, delta, dims, cfg, t, h, bwd):
     """Non-causal: the state summed over the whole sequence, as one stored 'chunk' state per (batch, head)."""
     bh = x.shape[0] * h
-    seg_len = _segment_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT)
+    seg_len = _split_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT, 4)
     nseg = triton.cdiv(t, seg_len)
     s, z = _walk(
         x, y, w, b, kmask, has_mask, rden, delta, None, None, None, dims, cfg, t, h, nseg, seg_len, bwd
@@ -292,7 +288,7 @@ class _LinearAttentionFn(torch.autograd.Function):
             MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
             BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT,
         )  # fmt: skip
-        group_len = _group_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT)
+        group_len = _split_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT, 8)
         grid = (dims.NV, triton.cdiv(t, group_len), bh)
         K._dq_kernel[grid](
             q, k, v, g, dq, wq, bq, wk, bk, kmask, hs, hz, rden, delta, dwq, dbq,
