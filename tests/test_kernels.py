@@ -236,11 +236,46 @@ def test_gpu_fused_noncausal_with_padding(d):
 
 
 @pytest.mark.gpu
+def test_gpu_stored_states_beyond_int32_offsets():
+    """Llama-2's shape at 32k tokens stores 2^31 state elements and more: the second sequence of
+    the batch must match the same sequence run alone (whose offsets stay small)."""
+    torch.manual_seed(0)
+    h, t, d = 32, 32768, 128
+    fmap = hedgehog_map(h, d, "softmax", "cuda")
+    params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+    q, k, v = (torch.randn(2, h, t, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    batch, _ = kernels.hedgehog_attention(q, k, v, *params)
+    alone, _ = kernels.hedgehog_attention(q[1:], k[1:], v[1:], *params)
+    assert torch.isfinite(batch).all()
+    assert rel(batch[1], alone[0]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("f", [64, 96, 256])
+@pytest.mark.parametrize("t", [777, 4000])
+def test_gpu_generic_features(f, t):
+    """Features computed outside (the baselines) through the chunked kernels: F = 64 has feature
+    halves of 32, which the kernels pad to blocks of 64 (32-wide blocks miscompiled on the H200)."""
+    torch.manual_seed(0)
+    fq, fk = (torch.nn.functional.elu(torch.randn(2, 4, t, f, device="cuda")) + 1 for _ in range(2))
+    v, g = torch.randn(2, 2, 4, t, 64, device="cuda").unbind(0)
+    ins = [x.to(torch.bfloat16).requires_grad_() for x in (fq, fk, v)]
+    out, (kv, _) = kernels.linear_attention(*ins)
+    grads = torch.autograd.grad(out, ins, g.to(torch.bfloat16))
+    refs = [x.detach().double().requires_grad_() for x in ins]
+    ref = quadratic_linear_attention(*refs, causal=True, eps=EPS)
+    ref_grads = torch.autograd.grad(ref, refs, g.double())
+    assert rel(out, ref) < GPU_TOL
+    for a, r in zip(grads, ref_grads, strict=True):
+        assert rel(a, r) < GPU_TOL
+    assert rel(kv, refs[1].transpose(-1, -2) @ refs[2]) < GPU_TOL
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("fmap_cls", [Elu1FeatureMap, PerformerFeatureMap])
 def test_gpu_layer_dispatch_generic_and_hedgehog(fmap_cls):
-    """LinearAttention on CUDA half tensors: Hedgehog through the fused kernels, the baselines through
-    the PyTorch forms (their chunked-kernel path is held back) and the decode kernel; same function
-    as float64 on CPU."""
+    """LinearAttention on CUDA half tensors takes the kernels (Hedgehog fused, baselines' features
+    through the generic chunked and decode kernels); same function as float64 on CPU."""
     for cls in (fmap_cls, HedgehogFeatureMap):
         layer = LinearAttention(4, 64, cls).cuda()
         q, k, v = (torch.randn(2, 4, 777, 64, device="cuda").to(torch.bfloat16) for _ in range(3))

@@ -92,27 +92,28 @@ def main() -> None:
     parser.add_argument(
         "--chunk", type=int, default=None, help="tokens per chunk (default: as the kernels pick)"
     )
+    parser.add_argument("--value-block", type=int, default=64, help="value columns per program")
     args = parser.parse_args()
     d = args.head_dim
-    blocks = dict(BD=d, BDP=d, BV=64, BT=args.chunk or (64 if d <= 64 else 32))
-    atomic = d > 64
+    blocks = dict(BD=d, BDP=d, BV=args.value_block, BT=args.chunk or (64 if d <= 64 else 32))
+    atomic = d > args.value_block
     kernels = [
         (
             "state walk",
             K._state_kernel,
-            dict(MODE=1, BWD=False, REVERSE=False, HAS_MASK=False, HAS_INIT=True, WRITE_CHUNKS=True),
+            dict(MODE=1, BWD=False, REVERSE=False, HAS_MASK=False, WRITE_CHUNKS=True),
         ),
         (
             "R walk",
             K._state_kernel,
-            dict(MODE=1, BWD=True, REVERSE=True, HAS_MASK=False, HAS_INIT=True, WRITE_CHUNKS=True),
+            dict(MODE=1, BWD=True, REVERSE=True, HAS_MASK=False, WRITE_CHUNKS=True),
         ),
         ("forward", K._fwd_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, STORE_RES=True)),
         ("dq", K._dq_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("dk, dv", K._dkv_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
     ]
     print(
-        f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, num_warps={args.warps}, "
+        f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "
         f"num_stages={args.stages}, sm_90"
     )
     for name, fn, constants in kernels:

@@ -6,8 +6,9 @@ times (triton.testing.do_bench, median) at the given lengths of both shapes, and
 kernel in one forward+backward (torch.profiler). One process, one GPU, side by side.
 
     python experiments/efficiency/tune.py [--lengths 1024,8192] [--configs 8,4]
-A config is "W[:S]" (num_warps W, num_stages S for every kernel) or "state=W[:S],fwd=..,dq=..,dkv=..";
-configs are separated by ";".
+A config is "W[:S]" (num_warps W, num_stages S for every kernel) or comma-separated parts
+"state=W[:S],fwd=..,dq=..,dkv=..", "chunk=BT", "bv=BV" (value columns per program), "walk=N",
+"group=N" (programs per SM of the state walk, of dq and dk/dv); configs are separated by ";".
 """
 
 from __future__ import annotations
@@ -32,13 +33,24 @@ def _options(spec: str) -> dict[str, int]:
     return {"num_warps": int(warps), **({"num_stages": int(stages)} if stages else {})}
 
 
+BLOCKS = {"chunk": "BT", "bv": "BV"}  # -> ops.LAUNCH["chunk"]
+SPLITS = ("walk", "group")  # -> ops.LAUNCH["split"]
+
+
 def parse(config: str) -> dict[str, dict[str, int]]:
     if "=" not in config:
         return {kind: _options(config) for kind in KINDS}
-    out = {}
+    out: dict[str, dict[str, int]] = {}
     for part in config.split(","):
         kind, spec = part.split("=")
-        out[kind] = {"BT": int(spec)} if kind == "chunk" else _options(spec)
+        if kind in BLOCKS:
+            out.setdefault("chunk", {})[BLOCKS[kind]] = int(spec)
+        elif kind in SPLITS:
+            out.setdefault("split", {})[kind] = int(spec)
+        elif kind in KINDS:
+            out[kind] = _options(spec)
+        else:
+            raise ValueError(f"unknown part {kind!r} in {config!r}: use {KINDS + tuple(BLOCKS) + SPLITS}")
     return out
 
 

@@ -165,8 +165,7 @@ class LinearAttention(nn.Module):
         """The same function through the Triton kernels (half precision on CUDA), else None.
 
         Hedgehog maps run fused (features computed inside the kernel); other maps compute
-        their features here and use the decode kernel (their chunked path is held back, see
-        below). A carried state is a constant.
+        their features here and share the chunked and decode kernels. A carried state is a constant.
         """
         if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[:3] != k.shape[:3]:
             return None
@@ -181,11 +180,6 @@ class LinearAttention(nn.Module):
         state = None if cache is None or not self.causal else (cache.kv, cache.k_sum)
         hedgehog = isinstance(fmap, HedgehogFeatureMap)
         decoding = state is not None and q.shape[-2] == 1 and self.causal and not torch.is_grad_enabled()
-        if not hedgehog and not decoding:
-            # Baselines' features through the chunked kernels crashed on the H200 after the v2
-            # restructuring (illegal memory access, 1+ELU with F = 64; experiments/efficiency/NOTES.md).
-            # Until a GPU run clears that path they take the PyTorch forms; decoding is unaffected.
-            return None
         if hedgehog:
             params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
             options = {"form": fmap.form, "temperature": fmap.temperature, "eps": self.eps}
@@ -199,8 +193,10 @@ class LinearAttention(nn.Module):
                 out, new = kernels.hedgehog_decode(q, k, v, *params, state, **options)
             else:
                 out, new = kernels.linear_attention_decode(fq, fk, v, state, self.eps)
-        else:
+        elif hedgehog:
             out, new = kernels.hedgehog_attention(
                 q, k, v, *params, causal=self.causal, state=state, key_padding_mask=mask, **options
             )
+        else:
+            out, new = kernels.linear_attention(fq, fk, v, causal=self.causal, eps=self.eps, state=state)
         return out, None if new is None else LinearAttentionState(new[0], new[1], offset + q.shape[-2])

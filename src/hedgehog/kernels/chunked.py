@@ -13,9 +13,10 @@ two (DP x DV) and two (DP,) fp32 accumulators:
 
 In modes 1 and 2 the features are computed from each q and k tile in registers and never
 written to memory; the backward recomputes them. The time axis is cut into segments: one
-program walks the chunks (BT tokens) of one segment for one block of value columns. A
-first pass sums each segment's state (`_state_kernel`), a prefix sum over segments gives
-each program its starting state, so long sequences at small batch still fill the GPU.
+program walks the chunks (BT tokens) of one segment for one block of value columns and
+stores each chunk's state from the segment start (`_state_kernel`, the only serial pass);
+`_carry_kernel` then adds what each segment carries in (a prefix sum over the segments'
+totals), so long sequences at small batch still fill the GPU with one walk.
 
 Backward. With o = num / den', den' = den + eps and upstream g: g_hat = g / den' and
 delta = -(g . o) / den' are the gradients of num and den, i.e. of linear attention on
@@ -161,8 +162,6 @@ def _state_kernel(
     kmask_ptr,
     rden_ptr,
     delta_ptr,
-    s0_ptr,
-    z0_ptr,
     hs_ptr,
     hz_ptr,
     s1_ptr,
@@ -188,7 +187,6 @@ def _state_kernel(
     BWD: tl.constexpr,
     REVERSE: tl.constexpr,
     HAS_MASK: tl.constexpr,
-    HAS_INIT: tl.constexpr,
     WRITE_CHUNKS: tl.constexpr,
     BD: tl.constexpr,
     BDP: tl.constexpr,
@@ -199,10 +197,10 @@ def _state_kernel(
 
     Forward (BWD False): x = k, y = v, w = 1 (key mask): the S, z of the forward.
     Backward (BWD True, REVERSE True): x = q, y = g / den', w = delta: R, r, summed from the end.
-    Programs: (value block x feature half, segment, batch x head). The walk starts from s0, z0
-    (BH, NSEG, 2, BDP, DV) when HAS_INIT; with WRITE_CHUNKS the state before each chunk (the
-    chunks earlier in walk order) goes to hs (DOT type) and hz (fp32); the state after the
-    segment goes to s1, z1.
+    Programs: (value block x feature half, segment, batch x head). Each segment's walk starts
+    from zero: with WRITE_CHUNKS the segment-local state before each chunk (the segment's chunks
+    earlier in walk order) goes to hs (DOT type) and hz (fp32), and the segment's total goes to
+    s1, z1 (BH, NSEG, 2, BDP, DV); `_carry_kernel` adds the earlier segments to hs, hz.
     """
     ivh, iseg, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     iv, half = ivh // 2, ivh % 2
@@ -215,19 +213,19 @@ def _state_kernel(
     offs_p = tl.arange(0, BDP)
     vm = offs_v[None, :] < DV
     seg = (ibh * NSEG + iseg) * 2 + half
-    if HAS_INIT:
-        s = tl.load(s0_ptr + (seg * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
-        zs = tl.load(z0_ptr + seg * BDP + offs_p)
-    else:
-        s = tl.zeros((BDP, BV), tl.float32)
-        zs = tl.zeros((BDP,), tl.float32)
+    if WRITE_CHUNKS:
+        # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
+        hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
+        hz_ptr += ibh * NCH * 2 * BDP
+    s = tl.zeros((BDP, BV), tl.float32)
+    zs = tl.zeros((BDP,), tl.float32)
     t0 = iseg * seg_len
     t1 = tl.minimum(t0 + seg_len, T)
     n_chunks = tl.cdiv(t1 - t0, BT)
     for c in range(n_chunks):
         ic = t0 // BT + n_chunks - 1 - c if REVERSE else t0 // BT + c
         if WRITE_CHUNKS:
-            hc = (ibh * NCH + ic) * 2 + half
+            hc = ic * 2 + half
             tl.store(hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], s.to(DOT), mask=vm)
             if iv == 0:
                 tl.store(hz_ptr + hc * BDP + offs_p, zs)
@@ -256,8 +254,36 @@ def _state_kernel(
 
 
 @triton.jit
+def _carry_kernel(
+    hs_ptr, hz_ptr, pre_ptr, prez_ptr, NCH, NSEG, seg_chunks, DV, BDP: tl.constexpr, BV: tl.constexpr
+):
+    """hs, hz += what each chunk's segment carries in (pre, prez: BH, NSEG, 2, BDP, DV fp32).
+
+    Programs: (chunk, value block x feature half, batch x head); the sum runs in fp32.
+    """
+    ic, ivh, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    iv, half = ivh // 2, ivh % 2
+    offs_p = tl.arange(0, BDP)
+    offs_v = iv * BV + tl.arange(0, BV)
+    vm = offs_v[None, :] < DV
+    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
+    hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
+    hz_ptr += ibh * NCH * 2 * BDP
+    hc = ic * 2 + half
+    pc = (ibh * NSEG + ic // seg_chunks) * 2 + half
+    ps = hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :]
+    s = tl.load(ps, mask=vm, other=0.0).to(tl.float32)
+    s += tl.load(pre_ptr + (pc * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=vm, other=0.0)
+    tl.store(ps, s.to(ps.dtype.element_ty), mask=vm)
+    if iv == 0:
+        pz = hz_ptr + hc * BDP + offs_p
+        tl.store(pz, tl.load(pz) + tl.load(prez_ptr + pc * BDP + offs_p))
+
+
+@triton.jit
 def _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP: tl.constexpr):
-    """One half of one stored chunk state: S (BDP x BV, DOT) and z (BDP, fp32)."""
+    """One half of one stored chunk state (index hc within the program's batch and head):
+    S (BDP x BV, DOT) and z (BDP, fp32)."""
     s = tl.load(
         hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :], mask=offs_v[None, :] < DV, other=0.0
     )
@@ -334,7 +360,10 @@ def _fwd_kernel(
     vm = offs_v < DV
     offs_t = ic * BT + tl.arange(0, BT)
     rm = offs_t < T
-    hc = (ibh * NCH + ic) * 2 if CAUSAL else ibh * 2
+    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
+    hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
+    hz_ptr += ibh * NCH * 2 * BDP
+    hc = ic * 2 if CAUSAL else 0
     zq, _, mq = _tile_z(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
     num = tl.zeros((BT, BV), tl.float32)
     den = tl.zeros((BT,), tl.float32)
@@ -532,6 +561,9 @@ def _dq_kernel(
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
+    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
+    hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
+    hz_ptr += ibh * NCH * 2 * BDP
     first = (iv == 0).to(tl.float32)
     dw = tl.zeros((BD, BDP), tl.float32)
     db = tl.zeros((BDP,), tl.float32)
@@ -540,7 +572,7 @@ def _dq_kernel(
     for start in range(t0, t1, BT):
         offs_t = start + tl.arange(0, BT)
         rm = offs_t < T
-        hc = (ibh * NCH + start // BT) * 2 if CAUSAL else ibh * 2
+        hc = start // BT * 2 if CAUSAL else 0
         zq, xq, mq = _tile_z(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
         g = tl.load(
             g_ptr + offs_t[:, None] * sgt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0
@@ -650,6 +682,9 @@ def _dkv_kernel(
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
+    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
+    hr_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
+    hrz_ptr += ibh * NCH * 2 * BDP
     first = (iv == 0).to(tl.float32)
     dw = tl.zeros((BD, BDP), tl.float32)
     db = tl.zeros((BDP,), tl.float32)
@@ -658,7 +693,7 @@ def _dkv_kernel(
     for start in range(t0, t1, BT):
         offs_t = start + tl.arange(0, BT)
         rm = offs_t < T
-        hc = (ibh * NCH + start // BT) * 2 if CAUSAL else ibh * 2
+        hc = start // BT * 2 if CAUSAL else 0
         zk, xk, mk = _tile_z(k_ptr, skt, offs_t, rm, wk_ptr, bk_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
         kw = rm.to(tl.float32)
         if HAS_MASK:

@@ -45,10 +45,13 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
         d, dp = q.shape[-1], weight_q.shape[-1]
         f = 2 * dp
     dv = v.shape[-1]
-    bd, bdp = _pow2(d), _pow2(dp)
-    bv = min(64, _pow2(dv))
+    # feature halves in blocks of at least 64 on the GPU: with 32-wide blocks (F = 64) the compiled
+    # backward gave wrong gradients or illegal memory accesses on the H200 (triton 3.6; NOTES.md)
+    bd, bdp = _pow2(d), _pow2(dp) if K.INTERPRET else max(64, _pow2(dp))
     wide = max(bd, bdp) > 64
-    bt = LAUNCH.get("chunk", {}).get("BT", 32 if wide else 64)
+    chunk = LAUNCH.get("chunk", {})
+    bt = chunk.get("BT", 32 if wide else 64)
+    bv = min(chunk.get("BV", 128 if wide else 64), _pow2(dv))
     return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, wide)
 
 
@@ -61,16 +64,17 @@ TUNED = {
         "dq": {"num_warps": 4, "num_stages": 2},
         "dkv": {"num_warps": 4, "num_stages": 1},
     },
-    "wide": {
-        "state": {"num_warps": 4, "num_stages": 1},
-        "fwd": {"num_warps": 4, "num_stages": 1},
-        "dq": {"num_warps": 8, "num_stages": 2},
+    "wide": {  # value blocks of 128
+        "state": {"num_warps": 8, "num_stages": 1},
+        "fwd": {"num_warps": 8, "num_stages": 1},
+        "dq": {"num_warps": 8, "num_stages": 1},
         "dkv": {"num_warps": 8, "num_stages": 1},
     },
 }
 # Overrides per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
-# and {"chunk": {"BT": tokens}}, over TUNED and the chunk of _dims. For tuning on a GPU
-# (experiments/efficiency/tune.py) and for tests of other chunk sizes.
+# {"chunk": {"BT": tokens, "BV": value columns per program}} over TUNED and the blocks of _dims,
+# and {"split": {"walk": programs per SM of the state walk, "group": of dq, dk/dv}}. For tuning
+# on a GPU (experiments/efficiency/tune.py) and for tests of other chunk sizes.
 LAUNCH: dict[str, dict[str, int]] = {}
 
 
@@ -88,7 +92,7 @@ def _split_len(
 ) -> int:
     """Tokens per program along the sequence: enough programs that about ``per_sm`` run per multiprocessor.
 
-    Used for the segments of the state walk (4 per SM) and the chunk groups of dq, dk/dv (8 per SM);
+    Used for the segments of the state walk (2 per SM) and the chunk groups of dq, dk/dv (8 per SM);
     ``segment_len`` (a multiple of the chunk) overrides both.
     """
     if segment_len is not None:
@@ -141,19 +145,22 @@ def _strides(x: Tensor) -> tuple[int, int, int]:
 STATE_DTYPE = torch.float32 if K.INTERPRET else torch.bfloat16  # stored chunk states (the DOT type)
 
 
-def _walk(x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd):
-    """One launch of _state_kernel over (value blocks, segments, batch x heads); returns the end states."""
+def _walk(x, y, w, b, kmask, has_mask, rden, delta, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd):
+    """One launch of _state_kernel over (value blocks x halves, segments, batch x heads).
+
+    Returns each segment's total (BH, nseg, 2, BDP, Dv), (BH, nseg, 2, BDP) fp32; with hs, hz
+    given, also stores there the segment-local state before each chunk.
+    """
     bh = x.shape[0] * h
     s1 = torch.empty(bh, nseg, 2, dims.BDP, dims.DV, device=x.device, dtype=torch.float32)
     z1 = torch.empty(bh, nseg, 2, dims.BDP, device=x.device, dtype=torch.float32)
-    s0, z0 = init if init is not None else (s1, z1)
     write = hs is not None
     K._state_kernel[(2 * dims.NV, nseg, bh)](
-        x, y, w, b, kmask, rden, delta, s0, z0, hs if write else s1, hz if write else z1, s1, z1,
+        x, y, w, b, kmask, rden, delta, hs if write else s1, hz if write else z1, s1, z1,
         *_strides(x), *_strides(y), t,
-        t, h, nseg, triton.cdiv(t, dims.BT), seg_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
-        MODE=dims.mode, BWD=bwd, REVERSE=bwd, HAS_MASK=has_mask, HAS_INIT=init is not None,
-        WRITE_CHUNKS=write, BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT, **_launch("state", dims),
+        t, h, nseg, hs.shape[1] if write else 1, seg_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV,
+        MODE=dims.mode, BWD=bwd, REVERSE=bwd, HAS_MASK=has_mask, WRITE_CHUNKS=write,
+        BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT, **_launch("state", dims),
     )  # fmt: skip
     return s1, z1
 
@@ -166,44 +173,48 @@ def _exclusive(s: Tensor, reverse: bool) -> Tensor:
     return out.flip(1) if reverse else out
 
 
+def _segments(t: int, bh: int, dims: _Dims, cfg: _Config, device: torch.device) -> tuple[int, int]:
+    """Tokens per segment of the state walk (its programs: value blocks x halves x segments x BH), and how many."""
+    per_sm = LAUNCH.get("split", {}).get("walk", 2)
+    seg_len = _split_len(t, 2 * bh * dims.NV, device, cfg.segment_len, dims.BT, per_sm)
+    return seg_len, triton.cdiv(t, seg_len)
+
+
 def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t, h, bwd):
     """The state before each chunk in walk order (forward: S, z; bwd: R, r from the end).
 
     Returns hs (BH, chunks, 2, BDP, Dv) in the kernels' DOT type, hz (BH, chunks, 2, BDP) fp32
-    and the state after the whole sequence (BH, 2, BDP, Dv), (BH, 2, BDP) fp32. Long sequences
-    at small batch are cut into segments: a first walk sums each segment, a prefix sum over
-    segments gives each its start, and a second walk writes the chunk states.
+    and the state after the whole sequence (BH, 2, BDP, Dv), (BH, 2, BDP) fp32. One walk over
+    segments stores the segment-local states; when there are several segments (long sequences
+    at small batch) or an initial state s0, z0, `_carry_kernel` adds what each segment carries
+    in (the exclusive prefix sum of the segments' totals, plus s0, z0).
     """
     bh = x.shape[0] * h
-    seg_len = _split_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT, 4)
-    nseg = triton.cdiv(t, seg_len)
-    init = None if s0 is None else (s0[:, None], z0[:, None])
-    if nseg > 1:
-        tot_s, tot_z = _walk(
-            x, y, w, b, kmask, has_mask, rden, delta, None, None, None, dims, cfg, t, h, nseg, seg_len, bwd
-        )
+    seg_len, nseg = _segments(t, bh, dims, cfg, x.device)
+    seg_chunks = seg_len // dims.BT
+    nch = nseg * seg_chunks  # a short last segment leaves entries unwritten and unread
+    hs = torch.empty(bh, nch, 2, dims.BDP, dims.DV, device=x.device, dtype=STATE_DTYPE)
+    hz = torch.empty(bh, nch, 2, dims.BDP, device=x.device, dtype=torch.float32)
+    tot_s, tot_z = _walk(
+        x, y, w, b, kmask, has_mask, rden, delta, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd
+    )
+    end_s, end_z = tot_s.sum(1), tot_z.sum(1)
+    if nseg > 1 or s0 is not None:
         pre_s, pre_z = _exclusive(tot_s, bwd), _exclusive(tot_z, bwd)
         if s0 is not None:
             pre_s, pre_z = pre_s + s0[:, None], pre_z + z0[:, None]
-        init = (pre_s, pre_z)
-    nch = triton.cdiv(t, dims.BT)
-    hs = torch.empty(bh, nch, 2, dims.BDP, dims.DV, device=x.device, dtype=STATE_DTYPE)
-    hz = torch.empty(bh, nch, 2, dims.BDP, device=x.device, dtype=torch.float32)
-    end_s, end_z = _walk(
-        x, y, w, b, kmask, has_mask, rden, delta, init, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd
-    )
-    last = 0 if bwd else -1
-    return hs, hz, end_s[:, last], end_z[:, last]
+            end_s, end_z = end_s + s0, end_z + z0
+        K._carry_kernel[(nch, 2 * dims.NV, bh)](
+            hs, hz, pre_s, pre_z, nch, nseg, seg_chunks, dims.DV, BDP=dims.BDP, BV=dims.BV, num_warps=4
+        )
+    return hs, hz, end_s, end_z
 
 
 def _total_state(x, y, w, b, kmask, has_mask, rden, delta, dims, cfg, t, h, bwd):
     """Non-causal: the state summed over the whole sequence, as one stored 'chunk' state per (batch, head)."""
     bh = x.shape[0] * h
-    seg_len = _split_len(t, bh * dims.NV, x.device, cfg.segment_len, dims.BT, 4)
-    nseg = triton.cdiv(t, seg_len)
-    s, z = _walk(
-        x, y, w, b, kmask, has_mask, rden, delta, None, None, None, dims, cfg, t, h, nseg, seg_len, bwd
-    )
+    seg_len, nseg = _segments(t, bh, dims, cfg, x.device)
+    s, z = _walk(x, y, w, b, kmask, has_mask, rden, delta, None, None, dims, cfg, t, h, nseg, seg_len, bwd)
     s, z = s.sum(1, keepdim=True), z.sum(1, keepdim=True)
     return s.to(STATE_DTYPE), z, s[:, 0], z[:, 0]
 
@@ -288,7 +299,8 @@ class _LinearAttentionFn(torch.autograd.Function):
             MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
             BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT,
         )  # fmt: skip
-        group_len = _split_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT, 8)
+        per_sm = LAUNCH.get("split", {}).get("group", 8)
+        group_len = _split_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT, per_sm)
         grid = (dims.NV, triton.cdiv(t, group_len), bh)
         K._dq_kernel[grid](
             q, k, v, g, dq, wq, bq, wk, bk, kmask, hs, hz, rden, delta, dwq, dbq,
@@ -394,9 +406,6 @@ def linear_attention(
     """Linear attention on features computed outside (the paper's baselines): (B, H, T, F) each.
 
     Same outputs and state as ``hedgehog_attention``; gradients flow to fq, fk, v.
-    Not cleared on the GPU since the v2 kernels: one H200 run of this path (1+ELU features,
-    F = 64) ended in an illegal memory access (experiments/efficiency/NOTES.md), so
-    ``LinearAttention`` does not dispatch here; the CPU interpreter tests pass.
     """
     return _run(fq, fk, v, None, None, None, None, 0, causal, eps, 1.0, state, None, segment_len)
 
