@@ -247,7 +247,7 @@ def test_gpu_stored_states_beyond_int32_offsets():
     batch, _ = kernels.hedgehog_attention(q, k, v, *params)
     alone, _ = kernels.hedgehog_attention(q[1:], k[1:], v[1:], *params)
     assert torch.isfinite(batch).all()
-    assert rel(batch[1], alone[0]) < 1e-3
+    assert rel(batch[1], alone[0]) < GPU_TOL  # segment splits differ, so not bit-equal
 
 
 @pytest.mark.gpu
