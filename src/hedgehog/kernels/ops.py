@@ -383,8 +383,8 @@ def hedgehog_attention(
 
     Returns the output (dtype of v) and, when causal, the final state (kv, k_sum) in float32.
     Gradients flow to q, k, v, the weights and the biases; a carried ``state`` is a constant.
-    ``key_padding_mask`` (B, T): keys where it is 0 are left out. ``segment_len`` (a
-    multiple of the chunk: 64, or 32 at head dim 128) overrides the automatic split of the sequence across programs.
+    ``key_padding_mask`` (B, T): keys where it is 0 are left out. ``segment_len`` (a multiple
+    of the chunk: 64, or 32 at head dim 128) overrides the automatic split of the sequence.
     """
     if form not in ("softmax", "exp"):
         raise ValueError(f"Hedgehog form must be 'softmax' or 'exp', got {form!r}")
