@@ -21,6 +21,7 @@ from hedgehog.attention import (
     LinearAttention,
     LinearAttentionState,
     PerformerFeatureMap,
+    chunked_linear_attention,
     noncausal_linear_attention,
     quadratic_linear_attention,
     recurrent_linear_attention,
@@ -189,6 +190,34 @@ def test_carried_state_prefill_then_decode_continues_the_sequence():
         )
     assert rel(torch.cat([*parts, step], dim=-2), full) < 1e-5
     assert rel(state[0], full_state[0]) < 1e-5 and rel(state[1], full_state[1]) < 1e-5
+
+
+@interpreter
+def test_gradients_with_a_carried_state_across_segments():
+    """A carried state (a constant) plus several segments: the carry kernel adds both to the stored
+    states of the forward and of the backward's recomputation; gradients as in float64."""
+    torch.manual_seed(0)
+    fmap = hedgehog_map(2, 16, "softmax")
+    fm64 = copy.deepcopy(fmap).double()
+    q, k, v = (torch.randn(1, 2, 200, 16, dtype=torch.float64) for _ in range(3))
+    grad_out = torch.randn(1, 2, 130, 16, dtype=torch.float64)
+    with torch.no_grad():  # the state after a 70-token prefix
+        _, fk0 = fm64(q[:, :, :70], k[:, :, :70])
+        state = LinearAttentionState(fk0.transpose(-1, -2) @ v[:, :, :70], fk0.sum(-2), 70)
+    xs = [x[:, :, 70:].clone().requires_grad_() for x in (q, k, v)]
+    fq, fk = fm64(xs[0], xs[1])
+    ref = chunked_linear_attention(fq, fk, xs[2], 64, EPS, state)[0]
+    params64 = (fm64.weight_q, fm64.bias_q, fm64.weight_k, fm64.bias_k)
+    ref_grads = torch.autograd.grad(ref, (*xs, *params64), grad_out)
+    ins = [x.detach().float().requires_grad_() for x in xs]
+    params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+    out, _ = kernels.hedgehog_attention(
+        *ins, *params, eps=EPS, state=(state.kv.float(), state.k_sum.float()), segment_len=64
+    )
+    grads = torch.autograd.grad(out, (*ins, *params), grad_out.float())
+    assert rel(out, ref) < 1e-4
+    for name, g, r in zip(NAMES[1:], grads, ref_grads, strict=True):
+        assert rel(g, r) < 1e-4, name
 
 
 @interpreter
