@@ -154,6 +154,16 @@ def _store_half(ptr, stride_t, offs_t, rm, df, half, DP, F, ATOMIC: tl.constexpr
 
 
 @triton.jit
+def _state_ptrs(hs_ptr, hz_ptr, ibh, NCH, DV, BDP: tl.constexpr):
+    """hs, hz advanced to the stored states of one (batch, head) (NCH chunks x 2 halves).
+
+    64-bit: hs can exceed 2^31 elements (Llama-2's shape at 32k tokens); offsets within one
+    (batch, head) stay 32-bit.
+    """
+    return hs_ptr + (ibh * NCH).to(tl.int64) * (2 * BDP * DV), hz_ptr + ibh * NCH * 2 * BDP
+
+
+@triton.jit
 def _state_kernel(
     x_ptr,
     y_ptr,
@@ -214,9 +224,7 @@ def _state_kernel(
     vm = offs_v[None, :] < DV
     seg = (ibh * NSEG + iseg) * 2 + half
     if WRITE_CHUNKS:
-        # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
-        hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
-        hz_ptr += ibh * NCH * 2 * BDP
+        hs_ptr, hz_ptr = _state_ptrs(hs_ptr, hz_ptr, ibh, NCH, DV, BDP)
     s = tl.zeros((BDP, BV), tl.float32)
     zs = tl.zeros((BDP,), tl.float32)
     t0 = iseg * seg_len
@@ -266,9 +274,7 @@ def _carry_kernel(
     offs_p = tl.arange(0, BDP)
     offs_v = iv * BV + tl.arange(0, BV)
     vm = offs_v[None, :] < DV
-    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
-    hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
-    hz_ptr += ibh * NCH * 2 * BDP
+    hs_ptr, hz_ptr = _state_ptrs(hs_ptr, hz_ptr, ibh, NCH, DV, BDP)
     hc = ic * 2 + half
     pc = (ibh * NSEG + ic // seg_chunks) * 2 + half
     ps = hs_ptr + (hc * BDP + offs_p[:, None]) * DV + offs_v[None, :]
@@ -360,9 +366,7 @@ def _fwd_kernel(
     vm = offs_v < DV
     offs_t = ic * BT + tl.arange(0, BT)
     rm = offs_t < T
-    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
-    hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
-    hz_ptr += ibh * NCH * 2 * BDP
+    hs_ptr, hz_ptr = _state_ptrs(hs_ptr, hz_ptr, ibh, NCH, DV, BDP)
     hc = ic * 2 if CAUSAL else 0
     zq, _, mq = _tile_z(q_ptr, sqt, offs_t, rm, wq_ptr, bq_ptr, inv_temp, D, DP, MODE, BD, BDP, BT)
     num = tl.zeros((BT, BV), tl.float32)
@@ -561,9 +565,7 @@ def _dq_kernel(
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
-    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
-    hs_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
-    hz_ptr += ibh * NCH * 2 * BDP
+    hs_ptr, hz_ptr = _state_ptrs(hs_ptr, hz_ptr, ibh, NCH, DV, BDP)
     first = (iv == 0).to(tl.float32)
     dw = tl.zeros((BD, BDP), tl.float32)
     db = tl.zeros((BDP,), tl.float32)
@@ -682,9 +684,7 @@ def _dkv_kernel(
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     vm = offs_v < DV
-    # this (batch, head)'s stored states; 64-bit: hs can exceed 2^31 elements (Llama-2 at 32k)
-    hr_ptr += (ibh * NCH).to(tl.int64) * (2 * BDP * DV)
-    hrz_ptr += ibh * NCH * 2 * BDP
+    hr_ptr, hrz_ptr = _state_ptrs(hr_ptr, hrz_ptr, ibh, NCH, DV, BDP)
     first = (iv == 0).to(tl.float32)
     dw = tl.zeros((BD, BDP), tl.float32)
     db = tl.zeros((BDP,), tl.float32)
