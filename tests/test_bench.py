@@ -32,3 +32,42 @@ def test_model_table_has_a_row_per_length_and_context():
     }
     table = bench.model_markdown(record)
     assert "| 16 | 2 |" in table and "| 8 | 2 |" in table and "| 40 | 2 |" in table
+
+
+def _record(date: str, rows: list[tuple[int, str, float]], device: str = "GPU X") -> dict:
+    return {
+        "device": device,
+        "stem": "results_x",
+        "date": date,
+        "software": {"torch": "t"},
+        "rows": [
+            {
+                "shape": "gpt2",
+                "H": 12,
+                "D": 64,
+                "F": 128,
+                "T": t,
+                "B": 8,
+                "method": m,
+                "fwd_bwd_ms": ms,
+                "fwd_ms": ms,
+            }
+            for t, m, ms in rows
+        ],
+    }
+
+
+def test_merged_records_take_the_later_run_and_say_which_run_timed_each_cell():
+    first = _record("day 1", [(1024, "sdpa", 2.0), (1024, "fused", 6.0), (2048, "sdpa", 4.0)])
+    second = _record("day 2", [(1024, "fused", 5.0), (4096, "fla", 30.0)])
+    merged = bench.merge_records([first, second])
+    by = {(r["T"], r["method"]): r for r in merged["rows"]}
+    assert by[(1024, "fused")]["fwd_bwd_ms"] == 5.0 and by[(1024, "fused")]["run"] == 1
+    assert by[(1024, "sdpa")]["run"] == 0 and len(merged["rows"]) == 4
+    assert [r["T"] for r in merged["rows"]] == [1024, 1024, 2048, 4096]
+    assert merged["runs"][0]["rows"] == ["gpt2 1024 sdpa", "gpt2 2048 sdpa"]
+    table = bench.markdown_table(merged)
+    assert "- run A: day 1" in table and "- run B: day 2" in table
+    assert "| 1,024 | 2.000 |  |  | 5.000 | 0.40x |" in table and "| A/-/-/B |" in table
+    with pytest.raises(ValueError, match="different devices"):
+        bench.merge_records([first, _record("day 3", [], device="GPU Y")])

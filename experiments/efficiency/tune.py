@@ -8,7 +8,8 @@ kernel in one forward+backward (torch.profiler). One process, one GPU, side by s
     python experiments/efficiency/tune.py [--lengths 1024,8192] [--configs 8,4]
 A config is "W[:S]" (num_warps W, num_stages S for every kernel) or comma-separated parts
 "state=W[:S],fwd=..,dq=..,dkv=..", "chunk=BT", "bv=BV" (value columns per program), "walk=N",
-"group=N" (programs per SM of the state walk, of dq and dk/dv); configs are separated by ";".
+"group=N" (programs per SM of the state walk, of dq and dk/dv), "waves=0" (the fewest segments,
+not whole waves); configs are separated by ";".
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _options(spec: str) -> dict[str, int]:
 
 
 BLOCKS = {"chunk": "BT", "bv": "BV"}  # -> ops.LAUNCH["chunk"]
-SPLITS = ("walk", "group")  # -> ops.LAUNCH["split"]
+SPLITS = ("walk", "group", "waves")  # -> ops.LAUNCH["split"]
 
 
 def parse(config: str) -> dict[str, dict[str, int]]:
@@ -115,6 +116,8 @@ def main() -> None:
 
                 fwd_ms = triton.testing.do_bench(fwd, grad_to_none=[q, k, v, *params])
                 step_ms = triton.testing.do_bench(step, grad_to_none=[q, k, v, *params])
+                for x in (q, k, v, *params):  # else the profile times autograd adding into the old grads
+                    x.grad = None
                 parts = breakdown(step)
                 row = {
                     "config": config,

@@ -498,6 +498,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b is not None else None
 
 
+_RUN_NAMES = "ABCDEFGHIJ"
+
+
 def markdown_table(record: dict) -> str:
     """The per-length table, regenerated from the JSON record."""
     lines = [
@@ -510,6 +513,19 @@ def markdown_table(record: dict) -> str:
     ]
     if record.get("source"):
         lines += [f"Source: {record['source']}.", ""]
+    runs = record.get("runs", [])
+    if runs:
+        lines += [
+            "Merged from several runs on this device (column 'run': which run timed SDPA/fla/reference/fused):",
+            "",
+        ]
+        for i, run in enumerate(runs):
+            what = "; ".join(run[k] for k in ("source", "note") if run.get(k))
+            soft = ", ".join(f"{k} {v}" for k, v in run.get("software", {}).items())
+            lines.append(
+                f"- run {_RUN_NAMES[i]}: {run.get('date', '')} ({soft}){': ' + what if what else ''}"
+            )
+        lines.append("")
     if record.get("note"):
         lines += [f"**{record['note']}**", ""]
     if record.get("ceilings"):
@@ -538,8 +554,8 @@ def markdown_table(record: dict) -> str:
             "",
             "| T | SDPA ms | fla ms | reference ms | fused ms | SDPA / fused | fla / fused "
             "| fused fwd ms | SDPA fwd ms | fused peak GB | SDPA peak GB | fused TFLOP/s | fused GB/s "
-            "| fused / memory floor |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| fused / memory floor |" + (" run |" if runs else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if runs else ""),
         ]
         for t in dict.fromkeys(r["T"] for r in rows):
             cells = {m: by.get((shape, t, m), {}) for m in METHODS}
@@ -552,6 +568,11 @@ def markdown_table(record: dict) -> str:
                 f"{_cell(sdpa.get('fwd_ms'))} | {_cell(fused.get('peak_extra_GB'), '{:.2f}')} | "
                 f"{_cell(sdpa.get('peak_extra_GB'), '{:.2f}')} | {_cell(fused.get('TFLOPs'), '{:.0f}')} | "
                 f"{_cell(fused.get('GBps'), '{:.0f}')} | {_cell(fused.get('fraction_of_memory_floor'), '{:.2f}')} |"
+                + (
+                    " " + "/".join(_RUN_NAMES[c["run"]] if "run" in c else "-" for c in cells.values()) + " |"
+                    if runs
+                    else ""
+                )
             )
         lines.append("")
     lines += [
@@ -601,11 +622,60 @@ def plot(record: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def merge_records(records: list[dict]) -> dict:
+    """One record from several runs: a later run's row replaces an earlier one of the same shape, T, method.
+
+    The first record gives the header (device, ceilings, correctness); ``runs`` keeps every run's
+    date, software, ceilings, correctness and the rows it supplied, so each cell's run is known.
+    """
+    if len(records) == 1:
+        return records[0]
+    if len(records) > len(_RUN_NAMES):
+        raise ValueError(f"at most {len(_RUN_NAMES)} records can be merged, got {len(records)}")
+    devices = {r["device"] for r in records}
+    if len(devices) > 1:
+        raise ValueError(f"records from different devices cannot be merged into one table: {sorted(devices)}")
+    merged = {k: v for k, v in records[0].items() if k not in ("rows", "runs", "source")}
+    rows: dict[tuple, dict] = {}
+    runs = []
+    for i, rec in enumerate(records):
+        for row in rec["rows"]:
+            rows[(row["shape"], row["T"], row["method"])] = {**row, "run": i}
+        keys = ("date", "software", "ceilings", "correctness", "source", "note")
+        runs.append({k: rec[k] for k in keys if k in rec})
+    for i, run in enumerate(runs):
+        run["rows"] = sorted(f"{s} {t} {m}" for (s, t, m), row in rows.items() if row["run"] == i)
+    order = {s: n for n, s in enumerate(SHAPES)}
+    merged["rows"] = sorted(
+        rows.values(), key=lambda r: (order.get(r["shape"], 99), r["T"], METHODS.index(r["method"]))
+    )
+    merged["runs"] = runs
+    return merged
+
+
 def write_outputs(record: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{record['stem']}.json").write_text(json.dumps(record, indent=1))
     (out_dir / f"{record['stem']}.md").write_text(markdown_table(record))
     plot(record, out_dir / f"{record['stem']}.png")
+
+
+def _select(table: dict, wanted: list[str], lengths: str) -> dict:
+    """The wanted shapes of ``table``, each with only the ``lengths`` asked for (all when empty)."""
+    unknown = [s for s in wanted if s not in table]
+    if unknown:
+        raise SystemExit(f"--shapes: unknown {unknown}; choose from {list(table)}")
+    keep = {int(x) for x in lengths.split(",") if x} if lengths else None
+    shapes = {
+        s: {**table[s], "lengths": [t for t in table[s]["lengths"] if keep is None or t in keep]}
+        for s in wanted
+    }
+    shapes = {s: cfg for s, cfg in shapes.items() if cfg["lengths"]}
+    if not shapes:
+        raise SystemExit(
+            f"--lengths {lengths}: the shapes' lengths are {[table[s]['lengths'] for s in wanted]}"
+        )
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -615,7 +685,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of gpt2,llama2")
-    parser.add_argument("--table-only", type=Path, help="regenerate table and plot from this JSON record")
+    parser.add_argument(
+        "--lengths", default="", help="comma-separated subset of each shape's lengths (default: all)"
+    )
+    parser.add_argument(
+        "--table-only",
+        type=Path,
+        nargs="+",
+        help="regenerate table and plot from JSON records; with several, later rows replace earlier ones",
+    )
     parser.add_argument(
         "--model", action="store_true", help="whole-model GPT-2 training and decoding instead"
     )
@@ -625,8 +703,7 @@ def main(argv: list[str] | None = None) -> None:
         run_model(args.out, tuple(p for p in ("train", "decode") if p in args.model_parts.split(",")))
         return
     if args.table_only:
-        record = json.loads(args.table_only.read_text())
-        write_outputs(record, args.out)
+        write_outputs(merge_records([json.loads(p.read_text()) for p in args.table_only]), args.out)
         return
     methods = tuple(m for m in args.methods.split(",") if m)
     cuda = torch.cuda.is_available()
@@ -652,7 +729,7 @@ def main(argv: list[str] | None = None) -> None:
             record["software"]["fla"] = None
         record["ceilings"] = measure_ceilings()
         print("ceilings", record["ceilings"], flush=True)
-        shapes = {s: SHAPES[s] for s in wanted}
+        shapes = _select(SHAPES, wanted, args.lengths)
         if "fused" in methods:
             record["correctness"] = {s: check_fused(shapes[s]["H"], shapes[s]["D"]) for s in shapes}
             print("correctness", record["correctness"], flush=True)
@@ -667,14 +744,15 @@ def main(argv: list[str] | None = None) -> None:
             "FlashAttention need a CUDA GPU (run `make bench` there)."
         )
         print(record["note"], flush=True)
-        shapes = {s: CPU_SHAPES[s] for s in wanted}
+        shapes = _select(CPU_SHAPES, wanted, args.lengths)
         methods = ("reference",)
     record["dtype"] = "bf16" if cuda else "fp32"
     record["rows"] = []
-    for shape, cfg in shapes.items():  # outputs rewritten after each shape
-        record["rows"] += run_sweep("cuda" if cuda else "cpu", {shape: cfg}, methods)
-        annotate(record["rows"], record.get("ceilings"))
-        write_outputs(record, args.out)
+    for shape, cfg in shapes.items():
+        for t in cfg["lengths"]:  # outputs rewritten after each length: a cut run keeps what it measured
+            record["rows"] += run_sweep("cuda" if cuda else "cpu", {shape: {**cfg, "lengths": [t]}}, methods)
+            annotate(record["rows"], record.get("ceilings"))
+            write_outputs(record, args.out)
     print(markdown_table(record))
 
 
