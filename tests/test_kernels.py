@@ -130,6 +130,48 @@ def test_fused_logic_fp32_chunks_of_32(monkeypatch, causal):
     check_against_reference(1, 2, 150, 16, torch.float32, "softmax", causal, 1e-4, "cpu", segment_len=64)
 
 
+def test_segments_fill_whole_waves(monkeypatch):
+    """The state walk's automatic split on an H200's 132 multiprocessors (2 walk programs each)."""
+    from types import SimpleNamespace
+
+    from hedgehog.kernels import ops
+
+    monkeypatch.setattr(ops, "_sm_count", lambda device: 132)
+    cpu, auto = torch.device("cpu"), SimpleNamespace(segment_len=None)
+
+    def split(t, bh, bt=64, waves=1):
+        monkeypatch.setitem(ops.LAUNCH, "split", {"waves": waves})
+        return ops._segments(t, bh, SimpleNamespace(NV=1, BT=bt), auto, cpu)
+
+    assert split(1024, 128 * 12) == (1024, 1)  # enough programs: one walk, no carry
+    assert split(8192, 16 * 12) == (8192, 1)
+    # GPT-2 shape at 32k: the fewest segments (3, 288 programs) leave a second wave of 24 programs;
+    # 11 segments of 47 chunks are 1,056 programs, four whole waves of 264
+    assert split(32768, 4 * 12, waves=0) == (171 * 64, 3)
+    assert split(32768, 4 * 12) == (47 * 64, 11)
+    assert split(16384, 8 * 12) == (64 * 64, 4)
+    assert split(131072, 12) == (187 * 64, 11)  # 264 programs: already one whole wave
+    for t, bh, bt in [(16384, 96, 64), (32768, 48, 64), (65536, 24, 64), (32768, 64, 32), (5000, 3, 64)]:
+        (old_len, old_n), (new_len, new_n) = split(t, bh, bt, waves=0), split(t, bh, bt)
+        old_cost = -(-2 * bh * old_n // 264) * old_len
+        new_cost = -(-2 * bh * new_n // 264) * new_len
+        assert old_n <= new_n <= 4 * old_n and new_len % bt == 0 and new_cost <= old_cost, (t, bh)
+
+
+@interpreter
+def test_automatic_segments_logic(monkeypatch):
+    """The automatic split (no segment_len) with more segments than the fewest, in the interpreter:
+    3 stand-in multiprocessors make 2 (batch x head) x 2 halves need 2 segments; whole waves pick 3."""
+    from types import SimpleNamespace
+
+    from hedgehog.kernels import ops
+
+    monkeypatch.setattr(ops, "_sm_count", lambda device: 3)
+    dims = SimpleNamespace(NV=1, BT=64)
+    assert ops._segments(1000, 2, dims, SimpleNamespace(segment_len=None), torch.device("cpu")) == (384, 3)
+    check_against_reference(1, 2, 1000, 16, torch.float32, "softmax", True, 1e-4, "cpu")
+
+
 @interpreter
 @pytest.mark.parametrize("causal", [True, False])
 def test_fused_two_value_blocks(causal):

@@ -73,7 +73,8 @@ TUNED = {
 }
 # Overrides per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
 # {"chunk": {"BT": tokens, "BV": value columns per program}} over TUNED and the blocks of _dims,
-# and {"split": {"walk": programs per SM of the state walk, "group": of dq, dk/dv}}. For tuning
+# and {"split": {"walk": programs per SM of the state walk, "group": of dq, dk/dv, "waves": 0 to
+# keep the fewest segments (see _segments)}}. For tuning
 # on a GPU (experiments/efficiency/tune.py) and for tests of other chunk sizes.
 LAUNCH: dict[str, dict[str, int]] = {}
 
@@ -85,6 +86,11 @@ def _launch(kind: str, dims: _Dims) -> dict[str, int]:
 def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
     """Whether the kernels take these sizes (wider features fall back to PyTorch)."""
     return head_dim <= MAX_HEAD_DIM and value_dim <= 256 and (feature_dim + 1) // 2 <= MAX_FEATURE_HALF
+
+
+def _sm_count(device: torch.device) -> int:
+    """Multiprocessors of a CUDA device; 4 stand-ins on the CPU (the interpreter tests' splits)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 def _split_len(
@@ -99,9 +105,8 @@ def _split_len(
         if segment_len % chunk:
             raise ValueError(f"segment_len must be a multiple of {chunk}, got {segment_len}")
         return segment_len
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     n_chunks = triton.cdiv(t, chunk)
-    want = max(1, triton.cdiv(per_sm * sms, programs))
+    want = max(1, triton.cdiv(per_sm * _sm_count(device), programs))
     return triton.cdiv(n_chunks, min(want, n_chunks)) * chunk
 
 
@@ -174,9 +179,27 @@ def _exclusive(s: Tensor, reverse: bool) -> Tensor:
 
 
 def _segments(t: int, bh: int, dims: _Dims, cfg: _Config, device: torch.device) -> tuple[int, int]:
-    """Tokens per segment of the state walk (its programs: value blocks x halves x segments x BH), and how many."""
-    per_sm = LAUNCH.get("split", {}).get("walk", 2)
-    seg_len = _split_len(t, 2 * bh * dims.NV, device, cfg.segment_len, dims.BT, per_sm)
+    """Tokens per segment of the state walk (its programs: value blocks x halves x segments x BH), and how many.
+
+    Enough segments that about ``walk`` programs run per multiprocessor (2 fit at once at 4 warps);
+    once the sequence is cut anyway (the carry kernel then runs), the count is raised, up to 4x, to
+    the one with the fewest chunks walked per slot: whole waves instead of a short last one
+    (GPT-2 shape at 32k: 3 segments = 288 programs on 264 slots, two waves of 171 chunks; 11
+    segments = 1,056 programs, four waves of 47 chunks).
+    """
+    split = LAUNCH.get("split", {})
+    programs = 2 * bh * dims.NV
+    per_sm = split.get("walk", 2)
+    seg_len = _split_len(t, programs, device, cfg.segment_len, dims.BT, per_sm)
+    n_chunks, fewest = triton.cdiv(t, dims.BT), triton.cdiv(t, seg_len)
+    if cfg.segment_len is None and fewest > 1 and split.get("waves", 1):
+        slots = per_sm * _sm_count(device)
+
+        def cost(n: int) -> int:  # waves x chunks per program
+            return triton.cdiv(programs * n, slots) * triton.cdiv(n_chunks, n)
+
+        best = min(range(fewest, min(4 * fewest, n_chunks) + 1), key=lambda n: (cost(n), n))
+        seg_len = triton.cdiv(n_chunks, best) * dims.BT
     return seg_len, triton.cdiv(t, seg_len)
 
 
