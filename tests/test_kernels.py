@@ -130,8 +130,9 @@ def test_fused_logic_fp32_chunks_of_32(monkeypatch, causal):
     check_against_reference(1, 2, 150, 16, torch.float32, "softmax", causal, 1e-4, "cpu", segment_len=64)
 
 
-def test_segments_fill_whole_waves(monkeypatch):
-    """The state walk's automatic split on an H200's 132 multiprocessors (2 walk programs each)."""
+def test_segment_count_on_an_h200(monkeypatch):
+    """The state walk's automatic split for 132 multiprocessors: 2 walk programs fit on each at
+    head dim 64, 1 at 128; segments only where the waves they fill outweigh the carry kernel."""
     from types import SimpleNamespace
 
     from hedgehog.kernels import ops
@@ -139,37 +140,35 @@ def test_segments_fill_whole_waves(monkeypatch):
     monkeypatch.setattr(ops, "_sm_count", lambda device: 132)
     cpu, auto = torch.device("cpu"), SimpleNamespace(segment_len=None)
 
-    def split(t, bh, bt=64, waves=1):
-        monkeypatch.setitem(ops.LAUNCH, "split", {"waves": waves})
-        return ops._segments(t, bh, SimpleNamespace(NV=1, BT=bt), auto, cpu)
+    def split(t, bh, wide=False, carried=True):
+        dims = SimpleNamespace(NV=1, BT=32 if wide else 64, wide=wide)
+        return ops._segments(t, bh, dims, auto, cpu, carried)
 
-    assert split(1024, 128 * 12) == (1024, 1)  # enough programs: one walk, no carry
-    assert split(8192, 16 * 12) == (8192, 1)
-    # GPT-2 shape at 32k: the fewest segments (3, 288 programs) leave a second wave of 24 programs;
-    # 11 segments of 47 chunks are 1,056 programs, four whole waves of 264
-    assert split(32768, 4 * 12, waves=0) == (171 * 64, 3)
+    # GPT-2 shape (H = 12, 131,072 tokens): 1k-16k walk whole; at 32k, 96 programs on 264 slots
+    # would walk 512 chunks each: 11 segments are four whole waves of 47 chunks
+    assert split(1024, 128 * 12) == (1024, 1)
+    assert split(16384, 8 * 12) == (16384, 1)
     assert split(32768, 4 * 12) == (47 * 64, 11)
-    assert split(16384, 8 * 12) == (64 * 64, 4)
-    assert split(131072, 12) == (187 * 64, 11)  # 264 programs: already one whole wave
-    for t, bh, bt in [(16384, 96, 64), (32768, 48, 64), (65536, 24, 64), (32768, 64, 32), (5000, 3, 64)]:
-        (old_len, old_n), (new_len, new_n) = split(t, bh, bt, waves=0), split(t, bh, bt)
-        old_cost = -(-2 * bh * old_n // 264) * old_len
-        new_cost = -(-2 * bh * new_n // 264) * new_len
-        assert old_n <= new_n <= 4 * old_n and new_len % bt == 0 and new_cost <= old_cost, (t, bh)
+    assert split(131072, 12) == (187 * 64, 11)
+    # Llama-2 shape (H = 32, 65,536 tokens): 128 programs at 32k already fill the 132 slots
+    assert split(32768, 2 * 32, wide=True) == (32768, 1)
+    assert split(65536, 32, wide=True) == (1024 * 32, 2)  # 64 programs: two segments fill the slots
+    # without stored states to rewrite (non-causal totals) splitting is free: more segments
+    assert split(16384, 8 * 12, carried=False)[1] > 1
 
 
 @interpreter
 def test_automatic_segments_logic(monkeypatch):
-    """The automatic split (no segment_len) with more segments than the fewest, in the interpreter:
-    3 stand-in multiprocessors make 2 (batch x head) x 2 halves need 2 segments; whole waves pick 3."""
+    """The automatic split (no segment_len) in the interpreter: 8 stand-in multiprocessors for one
+    (batch x head) make 8 segments of 2 chunks; outputs and gradients as in float64."""
     from types import SimpleNamespace
 
     from hedgehog.kernels import ops
 
-    monkeypatch.setattr(ops, "_sm_count", lambda device: 3)
-    dims = SimpleNamespace(NV=1, BT=64)
-    assert ops._segments(1000, 2, dims, SimpleNamespace(segment_len=None), torch.device("cpu")) == (384, 3)
-    check_against_reference(1, 2, 1000, 16, torch.float32, "softmax", True, 1e-4, "cpu")
+    monkeypatch.setattr(ops, "_sm_count", lambda device: 8)
+    dims = SimpleNamespace(NV=1, BT=64, wide=False)
+    assert ops._segments(1000, 1, dims, SimpleNamespace(segment_len=None), torch.device("cpu")) == (128, 8)
+    check_against_reference(1, 1, 1000, 16, torch.float32, "softmax", True, 1e-4, "cpu")
 
 
 @interpreter

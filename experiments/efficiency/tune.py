@@ -8,8 +8,8 @@ kernel in one forward+backward (torch.profiler). One process, one GPU, side by s
     python experiments/efficiency/tune.py [--lengths 1024,8192] [--configs 8,4]
 A config is "W[:S]" (num_warps W, num_stages S for every kernel) or comma-separated parts
 "state=W[:S],fwd=..,dq=..,dkv=..", "chunk=BT", "bv=BV" (value columns per program), "walk=N",
-"group=N" (programs per SM of the state walk, of dq and dk/dv), "waves=0" (the fewest segments,
-not whole waves); configs are separated by ";".
+"group=N" (walk programs resident per SM, programs per SM of dq and dk/dv), "carry=P" (the carry
+kernel's cost in percent of a walk, for the segment count); configs are separated by ";".
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _options(spec: str) -> dict[str, int]:
 
 
 BLOCKS = {"chunk": "BT", "bv": "BV"}  # -> ops.LAUNCH["chunk"]
-SPLITS = ("walk", "group", "waves")  # -> ops.LAUNCH["split"]
+SPLITS = ("walk", "group", "carry")  # -> ops.LAUNCH["split"]
 
 
 def parse(config: str) -> dict[str, dict[str, int]]:

@@ -73,8 +73,8 @@ TUNED = {
 }
 # Overrides per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
 # {"chunk": {"BT": tokens, "BV": value columns per program}} over TUNED and the blocks of _dims,
-# and {"split": {"walk": programs per SM of the state walk, "group": of dq, dk/dv, "waves": 0 to
-# keep the fewest segments (see _segments)}}. For tuning
+# and {"split": {"walk": programs resident per SM of the state walk, "carry": its cost in percent
+# (see _segments), "group": programs per SM of dq, dk/dv}}. For tuning
 # on a GPU (experiments/efficiency/tune.py) and for tests of other chunk sizes.
 LAUNCH: dict[str, dict[str, int]] = {}
 
@@ -98,8 +98,8 @@ def _split_len(
 ) -> int:
     """Tokens per program along the sequence: enough programs that about ``per_sm`` run per multiprocessor.
 
-    Used for the segments of the state walk (2 per SM) and the chunk groups of dq, dk/dv (8 per SM);
-    ``segment_len`` (a multiple of the chunk) overrides both.
+    Used for the chunk groups of dq, dk/dv (8 per SM); ``segment_len`` (a multiple of the chunk)
+    overrides them and the state walk's segments.
     """
     if segment_len is not None:
         if segment_len % chunk:
@@ -178,28 +178,40 @@ def _exclusive(s: Tensor, reverse: bool) -> Tensor:
     return out.flip(1) if reverse else out
 
 
-def _segments(t: int, bh: int, dims: _Dims, cfg: _Config, device: torch.device) -> tuple[int, int]:
+# Walk programs resident per multiprocessor at TUNED's options (255 registers per thread on sm_90:
+# two CTAs of 4 warps, one of 8), and what `_carry_kernel` costs, in percent of a perfectly balanced
+# walk (it reads and writes every stored state once; on the H200 0.23 ms against GPT-2's 0.6-0.8 ms
+# walk, 2.8 ms against Llama-2's 5.2 ms).
+WALK_RESIDENT = {"narrow": 2, "wide": 1}
+CARRY_PERCENT = 50
+
+
+def _segments(
+    t: int, bh: int, dims: _Dims, cfg: _Config, device: torch.device, carried: bool = True
+) -> tuple[int, int]:
     """Tokens per segment of the state walk (its programs: value blocks x halves x segments x BH), and how many.
 
-    Enough segments that about ``walk`` programs run per multiprocessor (2 fit at once at 4 warps);
-    once the sequence is cut anyway (the carry kernel then runs), the count is raised, up to 4x, to
-    the one with the fewest chunks walked per slot: whole waves instead of a short last one
-    (GPT-2 shape at 32k: 3 segments = 288 programs on 264 slots, two waves of 171 chunks; 11
-    segments = 1,056 programs, four waves of 47 chunks).
+    The count with the least predicted time: the waves of walk programs times the chunks each
+    walks, plus the carry kernel when there are several segments (``carried``: causal walks,
+    whose stored states it rewrites). GPT-2 shape at 32k: 96 programs on 264 slots walk 512
+    chunks each; 11 segments are four whole waves of 47 chunks. Llama-2 shape at 32k: 128
+    programs already fill the 132 slots, so no split (it would only add the carry).
     """
+    if cfg.segment_len is not None:
+        seg_len = _split_len(t, 1, device, cfg.segment_len, dims.BT, 1)
+        return seg_len, triton.cdiv(t, seg_len)
     split = LAUNCH.get("split", {})
     programs = 2 * bh * dims.NV
-    per_sm = split.get("walk", 2)
-    seg_len = _split_len(t, programs, device, cfg.segment_len, dims.BT, per_sm)
-    n_chunks, fewest = triton.cdiv(t, dims.BT), triton.cdiv(t, seg_len)
-    if cfg.segment_len is None and fewest > 1 and split.get("waves", 1):
-        slots = per_sm * _sm_count(device)
+    slots = split.get("walk", WALK_RESIDENT["wide" if dims.wide else "narrow"]) * _sm_count(device)
+    n_chunks = triton.cdiv(t, dims.BT)
+    carry = split.get("carry", CARRY_PERCENT) / 100 * programs * n_chunks / slots if carried else 0.0
 
-        def cost(n: int) -> int:  # waves x chunks per program
-            return triton.cdiv(programs * n, slots) * triton.cdiv(n_chunks, n)
+    def cost(n: int) -> float:
+        return triton.cdiv(programs * n, slots) * triton.cdiv(n_chunks, n) + (carry if n > 1 else 0.0)
 
-        best = min(range(fewest, min(4 * fewest, n_chunks) + 1), key=lambda n: (cost(n), n))
-        seg_len = triton.cdiv(n_chunks, best) * dims.BT
+    most = min(n_chunks, 4 * triton.cdiv(slots, programs))
+    best = min(range(1, most + 1), key=lambda n: (cost(n), n))
+    seg_len = triton.cdiv(n_chunks, best) * dims.BT
     return seg_len, triton.cdiv(t, seg_len)
 
 
@@ -236,7 +248,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
 def _total_state(x, y, w, b, kmask, has_mask, rden, delta, dims, cfg, t, h, bwd):
     """Non-causal: the state summed over the whole sequence, as one stored 'chunk' state per (batch, head)."""
     bh = x.shape[0] * h
-    seg_len, nseg = _segments(t, bh, dims, cfg, x.device)
+    seg_len, nseg = _segments(t, bh, dims, cfg, x.device, carried=False)
     s, z = _walk(x, y, w, b, kmask, has_mask, rden, delta, None, None, dims, cfg, t, h, nseg, seg_len, bwd)
     s, z = s.sum(1, keepdim=True), z.sum(1, keepdim=True)
     return s.to(STATE_DTYPE), z, s[:, 0], z[:, 0]
