@@ -25,13 +25,21 @@ def test_model_table_has_a_row_per_length_and_context():
             for a in ("sdpa", "hedgehog")
         ],
         "decode": [
-            {"attention": a, "context": c, "batch": 2, "step_ms": 2.0, "tokens_per_s": 1000.0}
+            {
+                "attention": a,
+                "context": c,
+                "batch": 2,
+                "step_ms": 2.0,
+                "tokens_per_s": 1000.0,
+                "cache_MB": 1.0,
+            }
             for c in (8, 40)
             for a in ("sdpa", "hedgehog")
         ],
     }
     table = bench.model_markdown(record)
     assert "| 16 | 2 |" in table and "| 8 | 2 |" in table and "| 40 | 2 |" in table
+    assert "training T" not in bench.model_markdown({**record, "train": []})
 
 
 def _record(date: str, rows: list[tuple[int, str, float]], device: str = "GPU X") -> dict:

@@ -18,6 +18,7 @@ On a machine without a GPU it times the PyTorch reference at small sizes and say
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hedgehog.attention import HedgehogFeatureMap, chunked_linear_attention, quadratic_linear_attention
 
@@ -237,6 +239,7 @@ def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]
                 try:
                     if device == "cuda":
                         torch.cuda.synchronize()
+                        gc.collect()  # the last method's garbage, freed during this step, would lower its peak
                         torch.cuda.empty_cache()
                         base = torch.cuda.memory_allocated()
                         torch.cuda.reset_peak_memory_stats()
@@ -356,13 +359,19 @@ def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, s
     return rows
 
 
+SDPA_DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 @torch.no_grad()
 def decode_throughput(device: str, context: int, batch: int, new_tokens: int, size: dict) -> list[dict]:
     """Greedy decoding through the Hugging Face forward loop after a prefill of ``context``.
 
     SDPA decodes with transformers' key cache, Hedgehog with the fixed-size ``LinearAttentionCache``.
     Each row reports ms per step, tokens/s, the bytes the cache holds after decoding (``cache_MB``)
-    and, on CUDA, the peak memory allocated while decoding (``peak_GB``).
+    and, on CUDA, the peak memory allocated while decoding (``peak_GB``). SDPA runs without its
+    cuDNN backend (``SDPA_DECODE_BACKENDS``): with a key length that grows every step it builds a
+    cuDNN graph per call, 5.6 ms of host time per layer on the H200 (torch 2.11,
+    experiments/efficiency/decode_profile_h200.log), which would make the softmax baseline 5x slow.
     """
     from transformers import DynamicCache
 
@@ -375,7 +384,7 @@ def decode_throughput(device: str, context: int, batch: int, new_tokens: int, si
         model = gpt2(attention, context + warmup + new_tokens, device, size).eval()
         cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
         ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(SDPA_DECODE_BACKENDS):
             # past_key_values: the keyword every transformers 5.x takes (later ones also say cache=)
             out = model(input_ids=ids, past_key_values=cache, use_cache=True)
             token = out.logits[:, -1:].argmax(-1)
@@ -425,26 +434,29 @@ def model_markdown(record: dict) -> str:
         f"**{record['note']}**",
         "",
     ]
-    lines += [
-        "| training T | B | SDPA tokens/s | Hedgehog tokens/s | Hedgehog / SDPA |",
-        "|---|---|---|---|---|",
-    ]
+    if record.get("train"):
+        lines += [
+            "| training T | B | SDPA tokens/s | Hedgehog tokens/s | Hedgehog / SDPA |",
+            "|---|---|---|---|---|",
+        ]
     train = {(r["attention"], r["T"]): r for r in record.get("train", [])}
     for t in dict.fromkeys(r["T"] for r in record.get("train", [])):
         s, h = train[("sdpa", t)], train[("hedgehog", t)]
         lines.append(
             f"| {t:,} | {s['B']} | {s['tokens_per_s']:,.0f} | {h['tokens_per_s']:,.0f} | {h['tokens_per_s'] / s['tokens_per_s']:.2f}x |"
         )
-    lines += [
-        "",
-        "| decode context | batch | SDPA ms/step | Hedgehog ms/step | Hedgehog / SDPA tokens/s |",
-        "|---|---|---|---|---|",
-    ]
+    if record.get("decode"):
+        lines += [
+            "",
+            "| decode context | batch | SDPA ms/step | Hedgehog ms/step | Hedgehog / SDPA tokens/s | Hedgehog cache MB | SDPA cache MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
     dec = {(r["attention"], r["context"]): r for r in record.get("decode", [])}
     for context in dict.fromkeys(r["context"] for r in record.get("decode", [])):
         s, h = dec[("sdpa", context)], dec[("hedgehog", context)]
         lines.append(
-            f"| {context:,} | {s['batch']} | {s['step_ms']:.1f} | {h['step_ms']:.1f} | {h['tokens_per_s'] / s['tokens_per_s']:.2f}x |"
+            f"| {context:,} | {s['batch']} | {s['step_ms']:.1f} | {h['step_ms']:.1f} | "
+            f"{h['tokens_per_s'] / s['tokens_per_s']:.2f}x | {h['cache_MB']:,.1f} | {s['cache_MB']:,.1f} |"
         )
     return "\n".join([*lines, ""])
 
@@ -522,8 +534,16 @@ def markdown_table(record: dict) -> str:
         for i, run in enumerate(runs):
             what = "; ".join(run[k] for k in ("source", "note") if run.get(k))
             soft = ", ".join(f"{k} {v}" for k, v in run.get("software", {}).items())
+            checks = []
+            if run.get("correctness"):
+                worst = max(max(e.values()) for e in run["correctness"].values())
+                checks.append(f"fused vs float64: worst relative error {worst:.1e}")
+            if run.get("ceilings"):
+                c = run["ceilings"]
+                checks.append(f"copy {c['copy_GBps']:.0f} GB/s, matmul {c['bf16_matmul_TFLOPs']:.0f} TFLOP/s")
+            said = f" [{'; '.join(checks)}]" if checks else ""
             lines.append(
-                f"- run {_RUN_NAMES[i]}: {run.get('date', '')} ({soft}){': ' + what if what else ''}"
+                f"- run {_RUN_NAMES[i]}: {run.get('date', '')} ({soft}){said}{': ' + what if what else ''}"
             )
         lines.append("")
     if record.get("note"):
@@ -625,8 +645,8 @@ def plot(record: dict, path: Path) -> None:
 def merge_records(records: list[dict]) -> dict:
     """One record from several runs: a later run's row replaces an earlier one of the same shape, T, method.
 
-    The first record gives the header (device, ceilings, correctness); ``runs`` keeps every run's
-    date, software, ceilings, correctness and the rows it supplied, so each cell's run is known.
+    ``runs`` keeps every run's date, software, ceilings, correctness check, source and the rows it
+    supplied, so each cell's run is known; the first record gives device, stem and dtype.
     """
     if len(records) == 1:
         return records[0]
@@ -635,7 +655,8 @@ def merge_records(records: list[dict]) -> dict:
     devices = {r["device"] for r in records}
     if len(devices) > 1:
         raise ValueError(f"records from different devices cannot be merged into one table: {sorted(devices)}")
-    merged = {k: v for k, v in records[0].items() if k not in ("rows", "runs", "source")}
+    per_run = ("rows", "runs", "source", "note", "correctness", "ceilings", "date", "software")
+    merged = {k: v for k, v in records[0].items() if k not in per_run}
     rows: dict[tuple, dict] = {}
     runs = []
     for i, rec in enumerate(records):

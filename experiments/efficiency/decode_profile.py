@@ -1,0 +1,82 @@
+"""Where one decode step of GPT-2 125M goes, SDPA with transformers' key cache vs Hedgehog with
+its state cache (GPU): the `hedgehog.bench --model` decode harness's model and caches, a prefill,
+warm-up steps (SDPA with the harness's backends; --cudnn adds cuDNN's), then torch.profiler over timed steps (host ops by self CPU time, device kernels
+by device time). Explains the decode rows of `model_h200.md`.
+
+    python experiments/efficiency/decode_profile.py [--context 1024] [--batch 8] [--steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import DynamicCache
+
+from hedgehog import bench
+from hedgehog.models.conversion import LinearAttentionCache
+
+
+@torch.no_grad()
+def profile(
+    attention: str, context: int, batch: int, steps: int, device: str = "cuda", cudnn: bool = False
+) -> None:
+    torch.manual_seed(0)
+    model = bench.gpt2(attention, context + 4 + 2 * steps, device, bench.GPT2_125M).eval()
+    cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
+    backends = (
+        [*bench.SDPA_DECODE_BACKENDS, SDPBackend.CUDNN_ATTENTION] if cudnn else bench.SDPA_DECODE_BACKENDS
+    )
+    with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(backends):
+        token = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+        def step(token):
+            return model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+        for _ in range(4):
+            token = step(token)
+        bench._sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            token = step(token)
+        bench._sync(device)
+        plain_ms = (time.perf_counter() - start) * 1e3 / steps
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(steps):
+                token = step(token)
+            bench._sync(device)
+    events = prof.key_averages()
+    device_ms = sum(e.self_device_time_total for e in events) / 1e3 / steps
+    print(
+        f"\n== {attention}{' (cuDNN allowed)' if cudnn and attention == 'sdpa' else ''}: context {context}, batch {batch}: {plain_ms:.2f} ms/step unprofiled; "
+        f"kernels {device_ms:.2f} ms/step",
+        flush=True,
+    )
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+    print(events.table(sort_by="self_device_time_total", row_limit=8, max_name_column_width=60), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script itself")
+    parser.add_argument(
+        "--cudnn", action="store_true", help="let SDPA pick its cuDNN backend too (the harness does not)"
+    )
+    args = parser.parse_args()
+    for attention in ("sdpa", "hedgehog"):
+        profile(attention, args.context, args.batch, args.steps, args.device, args.cudnn)
+
+
+if __name__ == "__main__":
+    main()
