@@ -261,6 +261,24 @@ def test_gradients_with_a_carried_state_across_segments():
         assert rel(g, r) < 1e-4, name
 
 
+@pytest.mark.parametrize(("f", "padded"), [(128, False), (12, True), (11, True)])
+def test_state_layout_round_trip_and_no_copy_when_unpadded(f, padded):
+    """The carried state in the kernels' layout (two feature halves in blocks): a view of the
+    caller's state when the halves fill the blocks (no copies per decoded token), else padded."""
+    from hedgehog.kernels import ops
+
+    kv, k_sum = torch.randn(2, 3, f, 16), torch.rand(2, 3, f)
+    q, v = torch.randn(2, 3, 1, f), torch.randn(2, 3, 1, 16)
+    dims = ops._dims(0, q, v, None)
+    s, z = ops._pad_state(kv, k_sum, dims)
+    assert s.shape == (6, 2, dims.BDP, 16) and z.shape == (6, 2, dims.BDP)
+    assert (s.data_ptr() == kv.data_ptr() and z.data_ptr() == k_sum.data_ptr()) != padded
+    if padded:
+        assert s[:, 1, f - dims.DP :].abs().sum() == 0 and z[:, 0, dims.DP :].abs().sum() == 0
+    kv1, k_sum1 = ops._unpad_state(s, z, 2, 3, dims)
+    assert torch.equal(kv1, kv) and torch.equal(k_sum1, k_sum)
+
+
 @interpreter
 def test_decode_matches_recurrent_form():
     fq, fk = (torch.rand(2, 3, 1, 12) + 0.05 for _ in range(2))

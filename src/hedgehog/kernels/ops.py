@@ -118,8 +118,15 @@ def _unit(x: Tensor) -> Tensor:
 
 
 def _pad_state(kv: Tensor, k_sum: Tensor, dims: _Dims) -> tuple[Tensor, Tensor]:
-    """(B, H, F, Dv), (B, H, F) -> (BH, 2, BDP, Dv), (BH, 2, BDP) with the halves padded."""
+    """(B, H, F, Dv), (B, H, F) -> (BH, 2, BDP, Dv), (BH, 2, BDP) fp32 with the halves padded.
+
+    When the halves fill their blocks (F = 2 BDP, e.g. Hedgehog at head dim 64) these are views
+    of the (contiguous, fp32) state, not copies: a decode step then allocates only its new state.
+    """
     b, h = kv.shape[:2]
+    if dims.F == 2 * dims.BDP:
+        s = kv.float().contiguous().view(b * h, 2, dims.BDP, dims.DV)
+        return s, k_sum.float().contiguous().view(b * h, 2, dims.BDP)
     s = kv.new_zeros(b * h, 2, dims.BDP, dims.DV, dtype=torch.float32)
     z = kv.new_zeros(b * h, 2, dims.BDP, dtype=torch.float32)
     s[:, 0, : dims.DP] = kv[:, :, : dims.DP].reshape(b * h, dims.DP, dims.DV)
@@ -130,6 +137,9 @@ def _pad_state(kv: Tensor, k_sum: Tensor, dims: _Dims) -> tuple[Tensor, Tensor]:
 
 
 def _unpad_state(s: Tensor, z: Tensor, b: int, h: int, dims: _Dims) -> tuple[Tensor, Tensor]:
+    """The inverse of ``_pad_state``: (BH, 2, BDP, Dv), (BH, 2, BDP) -> (B, H, F, Dv), (B, H, F)."""
+    if dims.F == 2 * dims.BDP:
+        return s.view(b, h, dims.F, dims.DV), z.view(b, h, dims.F)
     kv = torch.cat([s[:, 0, : dims.DP], s[:, 1, : dims.F - dims.DP]], dim=1).view(b, h, dims.F, dims.DV)
     k_sum = torch.cat([z[:, 0, : dims.DP], z[:, 1, : dims.F - dims.DP]], dim=1).view(b, h, dims.F)
     return kv, k_sum
@@ -387,7 +397,7 @@ def _run(q, k, v, wq, bq, wk, bk, mode, causal, eps, temperature, state, key_pad
         raise ValueError("a carried state only makes sense for causal attention")
     s0 = z0 = None
     if state is not None:
-        s0, z0 = _pad_state(state[0].float(), state[1].float(), dims)
+        s0, z0 = _pad_state(state[0], state[1], dims)
     kmask = None
     if key_padding_mask is not None:
         kmask = key_padding_mask.to(device=q.device, dtype=torch.float32).contiguous()
@@ -451,7 +461,7 @@ def _decode(q, k, v, wq, bq, wk, bk, mode, eps, temperature, state):
         raise ValueError(f"decoding takes one token per call, got {q.shape[2]}")
     dims = _dims(mode, q, v, wq)
     b, h = q.shape[:2]
-    s0, z0 = _pad_state(state[0].float(), state[1].float(), dims)
+    s0, z0 = _pad_state(state[0], state[1], dims)
     s1, z1 = torch.empty_like(s0), torch.empty_like(z0)
     o = torch.empty(b, h, 1, dims.DV, device=v.device, dtype=v.dtype)
     dummy = q
