@@ -243,7 +243,8 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
     tot_s, tot_z = _walk(
         x, y, w, b, kmask, has_mask, rden, delta, hs, hz, dims, cfg, t, h, nseg, seg_len, bwd
     )
-    end_s, end_z = tot_s.sum(1), tot_z.sum(1)
+    # one segment: its total is the end state (a view; the sum would copy 2F/D x k per call at 1k)
+    end_s, end_z = (tot_s[:, 0], tot_z[:, 0]) if nseg == 1 else (tot_s.sum(1), tot_z.sum(1))
     if nseg > 1 or s0 is not None:
         pre_s, pre_z = _exclusive(tot_s, bwd), _exclusive(tot_z, bwd)
         if s0 is not None:
