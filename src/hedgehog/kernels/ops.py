@@ -250,7 +250,7 @@ def _chunk_states(x, y, w, b, kmask, has_mask, rden, delta, s0, z0, dims, cfg, t
         if s0 is not None:
             pre_s, pre_z = pre_s + s0[:, None], pre_z + z0[:, None]
             end_s, end_z = end_s + s0, end_z + z0
-        K._carry_kernel[(nch, 2 * dims.NV, bh)](
+        K._carry_kernel[(triton.cdiv(t, dims.BT), 2 * dims.NV, bh)](  # written chunks only
             hs, hz, pre_s, pre_z, nch, nseg, seg_chunks, dims.DV, BDP=dims.BDP, BV=dims.BV, num_warps=4
         )
     return hs, hz, end_s, end_z
