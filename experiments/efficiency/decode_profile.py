@@ -13,35 +13,27 @@ import time
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import DynamicCache
 
 from hedgehog import bench
-from hedgehog.models.conversion import LinearAttentionCache
 
 
 @torch.no_grad()
 def profile(
     attention: str, context: int, batch: int, steps: int, device: str = "cuda", cudnn: bool = False
 ) -> None:
-    torch.manual_seed(0)
-    model = bench.gpt2(attention, context + 4 + 2 * steps, device, bench.GPT2_125M).eval()
-    cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
-    ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
     backends = (
         [*bench.SDPA_DECODE_BACKENDS, SDPBackend.CUDNN_ATTENTION] if cudnn else bench.SDPA_DECODE_BACKENDS
     )
     with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(backends):
-        token = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-
-        def step(token):
-            return model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-
+        model, cache, token = bench.start_decode(
+            attention, context, batch, 4 + 2 * steps, device, bench.GPT2_125M
+        )
         for _ in range(4):
-            token = step(token)
+            token = bench.next_token(model, cache, token)
         bench._sync(device)
         start = time.perf_counter()
         for _ in range(steps):
-            token = step(token)
+            token = bench.next_token(model, cache, token)
         bench._sync(device)
         plain_ms = (time.perf_counter() - start) * 1e3 / steps
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -49,7 +41,7 @@ def profile(
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as prof:
             for _ in range(steps):
-                token = step(token)
+                token = bench.next_token(model, cache, token)
             bench._sync(device)
     events = prof.key_averages()
     device_ms = sum(e.self_device_time_total for e in events) / 1e3 / steps

@@ -23,7 +23,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -214,10 +214,10 @@ def check_fused(h: int, d: int, t: int = 1000, b: int = 2) -> dict[str, float]:
     return errors
 
 
-def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]:
+def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> Iterator[list[dict]]:
+    """Time every method at every length of every shape; yields each length's rows as they are measured."""
     time_ms = _timer(device)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    rows = []
     for shape, cfg in shapes.items():
         h, d = cfg["H"], cfg["D"]
         fmap = _hedgehog_map(h, d, device)
@@ -227,6 +227,7 @@ def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]
                 torch.randn(b, h, t, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3)
             )
             grad_out = torch.randn(b, h, t, d, device=device, dtype=dtype)
+            rows = []
             for method in methods:
                 row = {"shape": shape, "H": h, "D": d, "F": 2 * d, "T": t, "B": b, "method": method}
                 forward = make_forward(method, q, k, v, fmap)
@@ -256,7 +257,7 @@ def run_sweep(device: str, shapes: dict, methods: tuple[str, ...]) -> list[dict]
                 rows.append(row)
                 print(_row_line(row), flush=True)
             del q, k, v, grad_out
-    return rows
+            yield rows
 
 
 def _row_line(row: dict) -> str:
@@ -362,6 +363,30 @@ def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, s
 SDPA_DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
+def start_decode(
+    attention: str, context: int, batch: int, new_tokens: int, device: str, size: dict
+) -> tuple[torch.nn.Module, object, torch.Tensor]:
+    """The decode harness's GPT-2 (positions for ``new_tokens`` more) and its cache after a prefill of
+    ``context`` random tokens, and the first greedy token. Call under no_grad, autocast and the SDPA
+    backends the caller wants: SDPA models use transformers' key cache, Hedgehog ``LinearAttentionCache``.
+    """
+    from transformers import DynamicCache
+
+    from hedgehog.models.conversion import LinearAttentionCache
+
+    torch.manual_seed(0)
+    model = gpt2(attention, context + new_tokens, device, size).eval()
+    cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
+    return model, cache, next_token(model, cache, ids)
+
+
+def next_token(model: torch.nn.Module, cache: object, ids: torch.Tensor) -> torch.Tensor:
+    """One forward through the cache; the greedy next token (B, 1)."""
+    # past_key_values: the keyword every transformers 5.x takes (later ones also say cache=)
+    return model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+
 @torch.no_grad()
 def decode_throughput(device: str, context: int, batch: int, new_tokens: int, size: dict) -> list[dict]:
     """Greedy decoding through the Hugging Face forward loop after a prefill of ``context``.
@@ -373,29 +398,18 @@ def decode_throughput(device: str, context: int, batch: int, new_tokens: int, si
     cuDNN graph per call, 5.6 ms of host time per layer on the H200 (torch 2.11,
     experiments/efficiency/decode_profile_h200.log), which would make the softmax baseline 5x slow.
     """
-    from transformers import DynamicCache
-
-    from hedgehog.models.conversion import LinearAttentionCache
-
     rows = []
     for attention in ("sdpa", "hedgehog"):
-        torch.manual_seed(0)
         warmup = 2  # the first steps compile kernels; not timed
-        model = gpt2(attention, context + warmup + new_tokens, device, size).eval()
-        cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
-        ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
         with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(SDPA_DECODE_BACKENDS):
-            # past_key_values: the keyword every transformers 5.x takes (later ones also say cache=)
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
-            token = out.logits[:, -1:].argmax(-1)
+            model, cache, token = start_decode(attention, context, batch, warmup + new_tokens, device, size)
             for step in range(warmup + new_tokens):
                 if step == warmup:
                     _sync(device)
                     if device == "cuda":
                         torch.cuda.reset_peak_memory_stats()
                     start = time.perf_counter()
-                out = model(input_ids=token, past_key_values=cache, use_cache=True)
-                token = out.logits[:, -1:].argmax(-1)
+                token = next_token(model, cache, token)
             _sync(device)
         step_ms = (time.perf_counter() - start) * 1e3 / new_tokens
         seen = cache.get_seq_length()
@@ -423,7 +437,7 @@ def decode_throughput(device: str, context: int, batch: int, new_tokens: int, si
             f"{row['tokens_per_s']:8.0f} tokens/s cache {row['cache_MB']:.2f} MB{peak}",
             flush=True,
         )
-        del model, cache, out
+        del model, cache
     return rows
 
 
@@ -655,15 +669,14 @@ def merge_records(records: list[dict]) -> dict:
     devices = {r["device"] for r in records}
     if len(devices) > 1:
         raise ValueError(f"records from different devices cannot be merged into one table: {sorted(devices)}")
-    per_run = ("rows", "runs", "source", "note", "correctness", "ceilings", "date", "software")
-    merged = {k: v for k, v in records[0].items() if k not in per_run}
+    per_run = ("date", "software", "ceilings", "correctness", "source", "note")
+    merged = {k: v for k, v in records[0].items() if k not in (*per_run, "rows", "runs")}
     rows: dict[tuple, dict] = {}
     runs = []
     for i, rec in enumerate(records):
         for row in rec["rows"]:
             rows[(row["shape"], row["T"], row["method"])] = {**row, "run": i}
-        keys = ("date", "software", "ceilings", "correctness", "source", "note")
-        runs.append({k: rec[k] for k in keys if k in rec})
+        runs.append({k: rec[k] for k in per_run if k in rec})
     for i, run in enumerate(runs):
         run["rows"] = sorted(f"{s} {t} {m}" for (s, t, m), row in rows.items() if row["run"] == i)
     order = {s: n for n, s in enumerate(SHAPES)}
@@ -769,11 +782,10 @@ def main(argv: list[str] | None = None) -> None:
         methods = ("reference",)
     record["dtype"] = "bf16" if cuda else "fp32"
     record["rows"] = []
-    for shape, cfg in shapes.items():
-        for t in cfg["lengths"]:  # outputs rewritten after each length: a cut run keeps what it measured
-            record["rows"] += run_sweep("cuda" if cuda else "cpu", {shape: {**cfg, "lengths": [t]}}, methods)
-            annotate(record["rows"], record.get("ceilings"))
-            write_outputs(record, args.out)
+    for rows in run_sweep("cuda" if cuda else "cpu", shapes, methods):
+        record["rows"] += rows  # outputs rewritten after each length: a cut run keeps what it measured
+        annotate(record["rows"], record.get("ceilings"))
+        write_outputs(record, args.out)
     print(markdown_table(record))
 
 

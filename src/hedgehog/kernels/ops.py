@@ -93,6 +93,12 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
+def _given_segment_len(segment_len: int, chunk: int) -> int:
+    if segment_len % chunk:
+        raise ValueError(f"segment_len must be a multiple of {chunk}, got {segment_len}")
+    return segment_len
+
+
 def _split_len(
     t: int, programs: int, device: torch.device, segment_len: int | None, chunk: int, per_sm: int
 ) -> int:
@@ -102,9 +108,7 @@ def _split_len(
     overrides them and the state walk's segments.
     """
     if segment_len is not None:
-        if segment_len % chunk:
-            raise ValueError(f"segment_len must be a multiple of {chunk}, got {segment_len}")
-        return segment_len
+        return _given_segment_len(segment_len, chunk)
     n_chunks = triton.cdiv(t, chunk)
     want = max(1, triton.cdiv(per_sm * _sm_count(device), programs))
     return triton.cdiv(n_chunks, min(want, n_chunks)) * chunk
@@ -208,7 +212,7 @@ def _segments(
     programs already fill the 132 slots, so no split (it would only add the carry).
     """
     if cfg.segment_len is not None:
-        seg_len = _split_len(t, 1, device, cfg.segment_len, dims.BT, 1)
+        seg_len = _given_segment_len(cfg.segment_len, dims.BT)
         return seg_len, triton.cdiv(t, seg_len)
     split = LAUNCH.get("split", {})
     programs = 2 * bh * dims.NV
