@@ -13,6 +13,8 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
+# the reproduction sweeps: the only runs that publish their records into experiments/<name>/records/
+TRAIN = $(PY) -m hedgehog.train --multirun publish=true scale=$(SCALE)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,20 +56,21 @@ reproduce-bert-glue: reproduce-bert_glue ## BERT finetuned conversion (paper Tab
 	@:
 
 reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
-	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_teacher scale=$(SCALE)
-	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue scale=$(SCALE)
-	$(PY) -m hedgehog.train --multirun experiment=bert_glue sweep=bert_glue_tasks scale=$(SCALE)
-	$(PY) experiments/bert_glue/make_table.py --scale $(SCALE)
+	$(TRAIN) experiment=bert_glue_teacher sweep=bert_glue_teacher
+	$(TRAIN) experiment=bert_glue sweep=bert_glue
+	$(TRAIN) experiment=bert_glue sweep=bert_glue_t2r
+	$(TRAIN) experiment=bert_glue sweep=bert_glue_tasks
+	$(PY) -m experiments.bert_glue.make_table --scale $(SCALE)
 
 analysis: install ## attention analyses of the BERT conversion (entropy, monotonicity, KL, transfer, heat maps)
-	$(PY) experiments/bert_glue/analysis.py --scale $(SCALE)
+	$(PY) -m experiments.bert_glue.analysis --scale $(SCALE)
 
 reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yaml), then its table
-	$(PY) -m hedgehog.train --multirun experiment=$* sweep=$* scale=$(SCALE)
-	$(PY) experiments/$*/make_table.py --scale $(SCALE)
+	$(TRAIN) experiment=$* sweep=$*
+	$(PY) -m experiments.$*.make_table --scale $(SCALE)
 
-tables: install ## regenerate every experiment's table and figures from its records
-	@for e in $(EXPERIMENTS); do $(PY) experiments/$$e/make_table.py --scale $(SCALE) || exit 1; done
+tables: install ## regenerate every experiment's table and figures from its published records
+	@for e in $(EXPERIMENTS); do $(PY) -m experiments.$$e.make_table --scale $(SCALE) || exit 1; done
 
 bench: install ## attention efficiency benchmark into experiments/efficiency (GPU: full sweep; CPU: reference at small sizes)
 	$(PY) -m hedgehog.bench

@@ -7,12 +7,12 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from experiments.associative_recall import make_table
 from hedgehog.attention import HedgehogFeatureMap
-from hedgehog.train import CONF_DIR, train
+from hedgehog.paths import project_root
+from hedgehog.train import train
 
-from .pipeline import TINY_AR, compose_config
-
-MAKE_TABLE = CONF_DIR.parent / "experiments" / "associative_recall" / "make_table.py"
+from .pipeline import TINY, compose_config
 
 
 def test_sweep_configs_compose(tmp_path):
@@ -40,7 +40,7 @@ def test_make_table_from_two_tiny_runs(tmp_path):
                 f"seed={seed}",
                 "trainer.max_steps=2",
                 "trainer.val_check_interval=2",
-                *TINY_AR,
+                *TINY,
             ],
             tmp_path / attention,
         )
@@ -48,22 +48,7 @@ def test_make_table_from_two_tiny_runs(tmp_path):
             cfg.paths.record_dir = str(records / "embedded")
         train(cfg)
     out = tmp_path / "tables"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(MAKE_TABLE),
-            "--scale",
-            "embedded",
-            "--records",
-            str(records),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    make_table.main(["--scale", "embedded", "--records", str(records), "--out", str(out)])
     table = (out / "accuracy.md").read_text()
     assert "| Softmax | " in table and "| 1 + ELU | " in table
     assert "d=16, 2 pairs / 16 tok" in table and "(n=1)" in table
@@ -74,11 +59,13 @@ def test_make_table_from_two_tiny_runs(tmp_path):
 
 
 def test_make_table_without_records_says_what_to_run(tmp_path):
+    """As a command, with no records: it fails and names the command that makes them."""
     result = subprocess.run(
-        [sys.executable, str(MAKE_TABLE), "--scale", "embedded", "--records", str(tmp_path)],
+        [sys.executable, "-m", "experiments.associative_recall.make_table", "--records", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=project_root(),
     )
     assert result.returncode != 0 and "make reproduce-ar" in result.stderr
 

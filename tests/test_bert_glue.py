@@ -1,7 +1,6 @@
 """Finetuned conversion: GLUE and embedded data, GLUE metrics, the two-stage task, the experiment's configs."""
 
 import csv
-import importlib.util
 import json
 import random
 from functools import partial
@@ -13,6 +12,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 from transformers import BertConfig, BertForSequenceClassification
 
+from experiments.bert_glue import make_table as bert_table
 from hedgehog.attention import HedgehogFeatureMap, LinearAttention, SoftmaxAttention
 from hedgehog.data.text_classification import (
     GLUE_TASKS,
@@ -24,7 +24,6 @@ from hedgehog.data.text_classification import (
 from hedgehog.models.conversion import convert, feature_map_parameters
 from hedgehog.models.pretrained import load_tokenizer
 from hedgehog.results import compare_seeds
-from hedgehog.results.records import ROOT
 from hedgehog.tasks.conversion import ConversionTask, task_metrics
 from hedgehog.train import train
 
@@ -240,28 +239,40 @@ def test_conversion_task_rejects_an_empty_recipe():
 
 
 @pytest.mark.parametrize(
-    ("attention", "starts_from_teacher", "saves_teacher", "distill_steps"),
+    ("overrides", "starts_from_teacher", "saves_teacher", "distill_steps"),
     [
-        ("softmax", False, True, None),
-        ("hedgehog", True, False, 40),
-        ("t2r", True, False, 0),
-        ("t2r_hh", True, False, 40),
+        (["experiment=bert_glue_teacher"], False, True, None),
+        (["experiment=bert_glue"], True, False, 40),
+        (["experiment=bert_glue", "attention=t2r_hh"], True, False, 40),
+        (["experiment=bert_glue", "sweep=bert_glue_t2r"], True, False, 0),
     ],
 )
-def test_bert_glue_recipe_per_attention(
-    attention, starts_from_teacher, saves_teacher, distill_steps, tmp_path
-):
-    cfg = compose_config(
-        ["experiment=bert_glue", f"attention={attention}", "data.task=bbc_topic", "seed=1"], tmp_path
-    )
+def test_bert_glue_recipes(overrides, starts_from_teacher, saves_teacher, distill_steps, tmp_path):
+    """BERT-FT (the teacher) is its own experiment; the conversions start from it; T2R's sweep skips stage 1."""
+    cfg = compose_config([*overrides, "data.task=bbc_topic", "seed=1"], tmp_path)
     teacher = cfg.teacher_weights
     assert teacher.endswith("bert_glue/teachers/embedded/bbc_topic-s1.pt")
+    assert cfg.experiment_name == "bert_glue"  # one table reads the teacher and the conversions
     assert (cfg.model.weights == teacher) is starts_from_teacher and (
         cfg.model.weights is None
     ) is not starts_from_teacher
     assert (cfg.task.save_weights == teacher) is saves_teacher
+    assert (cfg.attention_name == "softmax") is saves_teacher
     if distill_steps is not None:
         assert cfg.task.distill_steps == distill_steps
+
+
+@pytest.mark.parametrize(("scale", "source"), [("embedded", "bbc_topic"), ("paper", "sst2")])
+def test_transfer_runs_load_the_maps_the_distillation_runs_save(scale, source, tmp_path):
+    """experiment=bert_glue_transfer reads exactly the file experiment=bert_glue_distill writes."""
+    transfer = compose_config(
+        ["experiment=bert_glue_transfer", f"scale={scale}", f"transfer_source={source}", "seed=1"], tmp_path
+    )
+    distill = compose_config(
+        ["experiment=bert_glue_distill", f"scale={scale}", f"data.task={source}", "seed=1"], tmp_path
+    )
+    assert transfer.model.feature_maps == distill.task.save_feature_maps
+    assert transfer.task.distill_steps == 0 and transfer.model.weights == transfer.teacher_weights
 
 
 @pytest.mark.slow
@@ -274,7 +285,7 @@ def test_hedgehog_conversion_of_minilm_runs_in_the_pipeline(tmp_path):
             "trainer.fast_dev_run=true",
             "logger=csv",
             "data.num_train=64",
-            "~callbacks.progress_bar",
+            "callbacks.progress_bar=null",
         ],
         tmp_path,
     )
@@ -283,20 +294,11 @@ def test_hedgehog_conversion_of_minilm_runs_in_the_pipeline(tmp_path):
 
 
 def test_table_recover_is_the_ratio_of_task_means():
-    table = load_table_script()
+    table = bert_table
     softmax = {"a": 80.0, "b": 40.0}
     assert table.recover({"a": 70.0, "b": 50.0}, softmax, ["a", "b"]) == pytest.approx(100.0)
     assert table.recover({"a": 60.0}, softmax, ["a", "b"]) is None
     assert table.scale_settings("embedded")["feature_map_task"] == "acceptability"
-
-
-def load_table_script():
-    spec = importlib.util.spec_from_file_location(
-        "bert_glue_table", ROOT / "experiments" / "bert_glue" / "make_table.py"
-    )
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
-    return table
 
 
 def test_a_difference_is_claimed_only_with_two_seeds_and_a_significant_welch_test():
@@ -317,7 +319,7 @@ def test_a_difference_is_claimed_only_with_two_seeds_and_a_significant_welch_tes
 
 
 def test_table3_ar_setting_is_where_softmax_is_furthest_above_chance():
-    table = load_table_script()
+    table = bert_table
     groups = {
         # 2 pairs (chance 50): softmax 60 -> +10; 4 pairs (chance 25): softmax 45 -> +20
         (2, 8, 32): {"softmax": [0.6], "taylor2": [0.5], "hedgehog": [0.5]},

@@ -8,7 +8,7 @@ from torch.utils.data import TensorDataset
 
 from hedgehog.data.loading import ResumableLoader
 
-from .pipeline import TINY_AR, run_train_cli
+from .pipeline import TINY, run_train_cli
 
 
 def test_loader_shards_are_disjoint_and_cover_the_epoch():
@@ -32,7 +32,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
         "logger=csv",
         f"paths.record_dir={tmp_path / 'records'}",
         f"hydra.run.dir={tmp_path / 'run'}",
-        *TINY_AR,
+        *TINY,
     ]
     run_train_cli(overrides)
     (record_file,) = (tmp_path / "records").glob("*.json")

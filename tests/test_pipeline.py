@@ -9,21 +9,36 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import open_dict
 
+from hedgehog.config import compose, conf_dir, record_dir
 from hedgehog.results import load_records
-from hedgehog.train import CONF_DIR, train
+from hedgehog.train import train
 
-from .pipeline import TINY_AR, compose_config
+from .pipeline import TINY, compose_config
 
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-ATTENTIONS = sorted(p.stem for p in (CONF_DIR / "attention").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+ATTENTIONS = sorted(p.stem for p in (conf_dir() / "attention").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_config_runs(experiment, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", "trainer.fast_dev_run=true", "logger=csv"], tmp_path)
+    cfg = compose_config([f"experiment={experiment}", *TINY], tmp_path)
     record = train(cfg)
     assert record["experiment"] == cfg.experiment_name
+    assert record["global_step"] > 0
     assert all(torch.isfinite(torch.tensor(v)) for v in record["metrics"].values())
+    assert [p.name for p in (tmp_path / "records").glob("*.json")] == [f"{cfg.run_name}.json"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_a_single_run_never_writes_into_published_records(experiment):
+    """Only the reproduction sweeps (publish=true, set by make reproduce-*) write into experiments/."""
+    published = conf_dir().parent / "experiments"
+    for overrides in ([], ["debug=tiny"], ["scale=paper"]):
+        cfg = compose([f"experiment={experiment}", *overrides])
+        assert published not in record_dir(cfg).parents, overrides
+        assert record_dir(cfg).is_relative_to(conf_dir().parent / "outputs")
+    cfg = compose([f"experiment={experiment}", "publish=true"])
+    assert record_dir(cfg) == published / cfg.experiment_name / "records" / "embedded"
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
@@ -34,7 +49,7 @@ def test_every_attention_trains_in_the_pipeline(attention, tmp_path):
             f"attention={attention}",
             "trainer.fast_dev_run=true",
             "logger=csv",
-            *TINY_AR,
+            *TINY,
         ],
         tmp_path,
     )
@@ -50,7 +65,7 @@ def test_record_written_and_selectable(tmp_path):
             "attention=elu1",
             "trainer.max_steps=3",
             "trainer.val_check_interval=3",
-            *TINY_AR,
+            *TINY,
         ],
         tmp_path,
     )
@@ -85,7 +100,7 @@ def _final_weights(tmp_path: Path, crash_at: int | None) -> dict[str, torch.Tens
         "callbacks.last.every_n_train_steps=3",
         "logger=csv",
         "data.num_train=40",  # 5 batches an epoch: the crash falls mid-epoch
-        *[o for o in TINY_AR if not o.startswith("data.num_train")],
+        *TINY,
     ]
     cfg = compose_config(overrides, tmp_path)
     if crash_at is not None:

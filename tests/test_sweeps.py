@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from .pipeline import TINY_AR, run_train_cli
+from .pipeline import TINY, run_train_cli
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_optuna_sweep_runs_trials(tmp_path):
         "trainer.val_check_interval=2",
         "logger=csv",
         f"paths.log_dir={tmp_path}",
-        *TINY_AR,
+        *TINY,
     ]
     run_train_cli(overrides)
     summary = yaml.safe_load(
@@ -29,24 +29,14 @@ def test_optuna_sweep_runs_trials(tmp_path):
 
 def test_slurm_launcher_config_composes(tmp_path):
     """The submitit SLURM launcher config resolves against the trainer's devices."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from hedgehog.train import CONF_DIR
+    from hedgehog.config import compose
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=associative_recall",
-                "hydra/launcher=slurm",
-                "trainer=ddp",
-                "trainer.devices=4",
-            ],
-            return_hydra_config=True,
-        )
+    cfg = compose(
+        ["experiment=associative_recall", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"],
+        with_hydra=True,
+    )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == 4 and cfg.hydra.launcher.tasks_per_node == 4

@@ -9,7 +9,7 @@ writes to experiments/associative_recall/tables/<scale>/:
   accuracy_vs_difficulty.png   accuracy against difficulty, one line per map, one panel per width
   timing.md                    wall time per run (training + test, as recorded)
 
-    python experiments/associative_recall/make_table.py --scale embedded
+    python -m experiments.associative_recall.make_table --scale embedded
 """
 
 from __future__ import annotations
@@ -20,23 +20,30 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from hedgehog.results import load_records, mean_spread, paper_results, write_tables
+from hedgehog.results import (
+    attention_label,
+    load_records,
+    mean_spread,
+    paper_key,
+    paper_results,
+    write_tables,
+)
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENT = "associative_recall"
-# record attention name -> (label, key of the paper's row in experiments/paper_results.yaml)
-ROWS = {
-    "softmax": ("Softmax", "softmax"),
-    "taylor2": ("Taylor-2", "taylor2"),
-    "hedgehog": ("Hedgehog (per-half softmax, T = 1)", "hedgehog"),
-    "hedgehog_auto": ("Hedgehog (per-half softmax, T = d^-1/4; deviation)", None),
-    "hedgehog_exp": ("Hedgehog (exp form, T = 1)", None),
-    "elu1": ("1 + ELU", "elu1"),
-    "performer": ("Performer", "performer"),
-    "cosformer": ("cosFormer", "cosformer"),
-    "relu": ("ReLU", "relu"),
-    "exp_t": ("exp(t = 1)", None),
-}
+# the table's row order (labels: hedgehog.results.labels)
+ORDER = (
+    "softmax",
+    "taylor2",
+    "hedgehog",
+    "hedgehog_auto",
+    "hedgehog_exp",
+    "elu1",
+    "performer",
+    "cosformer",
+    "relu",
+    "exp_t",
+)
 
 
 def level(record: dict[str, Any]) -> tuple[int, int]:
@@ -51,13 +58,12 @@ def width(record: dict[str, Any]) -> int:
 
 def order(names: set[str]) -> list[str]:
     """Known maps in the table's order, then any others alphabetically."""
-    return [n for n in ROWS if n in names] + sorted(names - set(ROWS))
+    return [n for n in ORDER if n in names] + sorted(names - set(ORDER))
 
 
 def paper_cell(name: str) -> str:
     published = paper_results("associative_recall_and_bert_cola")["rows"]
-    key = ROWS.get(name, (None, None))[1]
-    row = published.get(key) if key else None
+    row = published.get(paper_key(name))
     if not row or "ar" not in row:
         return ""
     unconfirmed = "ar unconfirmed" in str(row.get("provenance", ""))
@@ -74,7 +80,7 @@ def accuracy_table(records: list[dict[str, Any]], scale: str, out: Path) -> str:
         ["feature map"] + [f"d={w}, {p} pairs / {t} tok" for w in widths for p, t in levels] + ["paper AR"]
     )
     rows = [
-        [ROWS.get(name, (name,))[0]]
+        [attention_label(name)]
         + [mean_spread(acc.get((name, w, lv), []), scale=100.0) for w in widths for lv in levels]
         + [paper_cell(name)]
         for name in order({r["attention"] for r in records})
@@ -102,7 +108,7 @@ def lr_table(records: list[dict[str, Any]], used: dict[str, float], scale: str, 
         # means equal at the 0.1-point precision shown are ties (float noise decided two exact ties)
         best = max(means, key=lambda lr: (round(100 * means[lr], 1), -lr))
         rows.append(
-            [ROWS.get(name, (name,))[0]]
+            [attention_label(name)]
             + [mean_spread(val.get((name, lr), []), scale=100.0) for lr in lrs]
             + [f"{best:g}", f"{used[name]:g}" if name in used else ""]
         )
@@ -140,7 +146,7 @@ def plot(records: list[dict[str, Any]], scale: str, path: Path) -> None:
                     stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
             style = "-" if name.startswith(("hedgehog", "softmax", "taylor2")) else "--"
             ax.errorbar(
-                xs, means, yerr=stds, marker="o", linestyle=style, capsize=3, label=ROWS.get(name, (name,))[0]
+                xs, means, yerr=stds, marker="o", linestyle=style, capsize=3, label=attention_label(name)
             )
         chance = [100 / p for p, _ in levels]
         ax.plot(range(len(levels)), chance, color="black", linestyle=":", label="chance (1 / pairs)")
@@ -171,7 +177,7 @@ def timing(records: list[dict[str, Any]], out: Path) -> str:
         "|---|---|---|",
     ]
     lines += [
-        f"| {ROWS.get(n, (n,))[0]} | {len(by_map[n])} | {statistics.mean(by_map[n]):.1f} |"
+        f"| {attention_label(n)} | {len(by_map[n])} | {statistics.mean(by_map[n]):.1f} |"
         for n in order(set(by_map))
     ]
     text = "\n".join(lines) + "\n"
@@ -179,42 +185,45 @@ def timing(records: list[dict[str, Any]], out: Path) -> str:
     return text
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="embedded")
-    parser.add_argument("--records", type=Path, default=HERE / "records", help="the records folder")
-    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
-    args = parser.parse_args()
-    out = args.out or HERE / "tables" / args.scale
+def make_tables(scale: str, records_dir: Path, out: Path) -> None:
+    """The tables and the plot from the records under records_dir (<scale>/ and lr_tuning/<scale>/), into out."""
     out.mkdir(parents=True, exist_ok=True)
-
-    folder = args.records / args.scale
+    folder = records_dir / scale
     found = (
         load_records([folder], experiment=EXPERIMENT, tags=["difficulty_sweep"]) if folder.exists() else []
     )
-    sweep = [r for r in found if r.get("scale") == args.scale and "test/acc" in r["metrics"]]
+    sweep = [r for r in found if r.get("scale") == scale and "test/acc" in r["metrics"]]
     if not sweep:
         raise SystemExit(
-            f"no {EXPERIMENT} difficulty-sweep records for scale {args.scale!r} under {folder}; "
-            f"run: make reproduce-ar SCALE={args.scale}"
+            f"no {EXPERIMENT} difficulty-sweep records for scale {scale!r} under {folder}; "
+            f"run: make reproduce-ar SCALE={scale}"
         )
-    print(accuracy_table(sweep, args.scale, out))
-    plot(sweep, args.scale, out / "accuracy_vs_difficulty.png")
+    print(accuracy_table(sweep, scale, out))
+    plot(sweep, scale, out / "accuracy_vs_difficulty.png")
     print(timing(sweep, out))
-    tuning_dir = args.records / "lr_tuning" / args.scale
+    tuning_dir = records_dir / "lr_tuning" / scale
     tuning = (
         [
             r
             for r in load_records([tuning_dir], experiment=EXPERIMENT, tags=["lr_tuning"])
-            if r.get("scale") == args.scale and "val/acc" in r["metrics"]
+            if r.get("scale") == scale and "val/acc" in r["metrics"]
         ]
         if tuning_dir.exists()
         else []
     )
     if tuning:
         used = {r["attention"]: r["config"]["task"]["optimizer"]["lr"] for r in sweep}
-        print(lr_table(tuning, used, args.scale, out))
+        print(lr_table(tuning, used, scale, out))
     print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="embedded")
+    parser.add_argument("--records", type=Path, default=HERE / "records", help="the records folder")
+    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
+    args = parser.parse_args(argv)
+    make_tables(args.scale, args.records, args.out or HERE / "tables" / args.scale)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Reads experiments/bert_glue/records/<scale>/*.json (and, for Table 3's AR column
 experiments/associative_recall/records/<scale>/*.json when present); writes markdown and LaTeX to
 experiments/bert_glue/tables/<scale>/ with the published numbers beside ours.
 
-    python experiments/bert_glue/make_table.py --scale embedded
+    python -m experiments.bert_glue.make_table --scale embedded
 """
 
 from __future__ import annotations
@@ -15,41 +15,41 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from hedgehog.config import compose
 from hedgehog.results import (
     DIFFERENCE_RULE,
+    attention_label,
     compare_seeds,
     load_records,
     mean_spread,
+    paper_key,
     paper_results,
+    published_records,
     write_tables,
 )
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-# Table 1's rows, in the paper's order; the record's attention name -> the paper's row key
-TABLE1_ROWS = {
-    "softmax": ("BERT-FT (softmax)", "softmax"),
-    "elu1": ("1 + ELU", "elu1"),
-    "relu": ("ReLU", "relu"),
-    "performer": ("Performer", "performer"),
-    "cosformer": ("cosFormer", "cosformer"),
-    "exp_t": ("exp(t = 1)", "exp_t1"),
-    "exp_t2": ("exp(t = 2)", "exp_t2"),
-    "taylor2": ("Taylor-2", "taylor2"),
-    "t2r": ("T2R (end to end)", None),
-    "t2r_hh": ("T2R-HH (distilled T2R map)", None),
-    "hedgehog": ("Hedgehog", "hedgehog"),
-}
+# Table 1's rows, in the paper's order (labels: hedgehog.results.labels; softmax is BERT-FT)
+TABLE1_ROWS = (
+    "softmax",
+    "elu1",
+    "relu",
+    "performer",
+    "cosformer",
+    "exp_t",
+    "exp_t2",
+    "taylor2",
+    "t2r",
+    "t2r_hh",
+    "hedgehog",
+)
 TABLE3_ROWS = ("softmax", "taylor2", "hedgehog")
 GLUE_COLUMNS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 
 def scale_settings(scale: str) -> dict[str, Any]:
-    """The experiment's per-scale settings (task lists) from its experiment_scale config."""
-    cfg = yaml.safe_load((ROOT / "conf" / "experiment_scale" / "bert_glue" / f"{scale}.yaml").read_text())
-    settings = cfg["bert_glue"]
+    """The experiment's per-scale settings (task lists) from its composed config."""
+    settings = compose(["experiment=bert_glue", f"scale={scale}"]).bert_glue
     return {
         "tasks": settings["tasks"].split(","),
         "feature_map_task": settings["feature_map_task"],
@@ -85,9 +85,14 @@ AR_RULE = (
 )
 
 
+def row_label(attention: str) -> str:
+    """A row's label: the attention's, except BERT-FT, the finetuned softmax teacher."""
+    return "BERT-FT (softmax)" if attention == "softmax" else attention_label(attention)
+
+
 def ar_label(attention: str) -> str:
     """Row names in the AR note: AR models are trained from scratch, so softmax is not BERT-FT there."""
-    return "softmax" if attention == "softmax" else TABLE1_ROWS[attention][0]
+    return "softmax" if attention == "softmax" else row_label(attention)
 
 
 def softmax_margin(by_attention: dict[str, list[float]], pairs: int) -> float:
@@ -104,9 +109,10 @@ def pick_ar_setting(
     return max(shared, key=lambda k: softmax_margin(groups[k], k[0]), default=None)
 
 
-def ar_column(scale: str) -> tuple[dict[str, str], str]:
-    """Associative-recall test accuracy per Table-3 row at the setting ``AR_RULE`` picks, and a caption note."""
-    folder = ROOT / "experiments" / "associative_recall" / "records" / scale
+def ar_column(scale: str, folder: Path) -> tuple[dict[str, str], str]:
+    """Associative-recall test accuracy per Table-3 row at the setting ``AR_RULE`` picks, and a caption note.
+
+    ``folder``: the associative-recall records of this scale."""
     if not folder.exists():
         return {}, f"no associative-recall records at {scale} scale"
     groups: dict[tuple[int, int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -142,11 +148,16 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def main(scale: str) -> None:
-    records = load_records([HERE / "records" / scale], experiment="bert_glue")
+def make_tables(scale: str, records_dir: Path, ar_records_dir: Path, out: Path) -> None:
+    """Tables 1 and 3 and the GLUE table from the records in records_dir, into out (.md and .tex)."""
+    records = (
+        load_records([records_dir], experiment="bert_glue", tags=["bert_glue"])
+        if records_dir.exists()
+        else []
+    )
     if not records:
         raise SystemExit(
-            f"no bert_glue records under {HERE / 'records' / scale}; run `make reproduce-bert-glue SCALE={scale}` first"
+            f"no bert_glue records under {records_dir}; run `make reproduce-bert-glue SCALE={scale}` first"
         )
     settings = scale_settings(scale)
     main_task = settings["feature_map_task"]
@@ -157,7 +168,6 @@ def main(scale: str) -> None:
     tasks = [t for t in settings["tasks"] if ("softmax", t) in by_key]
     unrun = [t for t in settings["tasks"] if t not in tasks]
     means = {k: statistics.mean(v) for k, v in by_key.items()}
-    out = HERE / "tables" / scale
     hardware = sorted({r["hardware"] for r in records})
     wall = sum(r["wall_time_s"] for r in records)
     footer = (
@@ -168,9 +178,9 @@ def main(scale: str) -> None:
     teacher = mcc.get(("softmax", main_task), [])
     hedgehog = mcc.get(("hedgehog", main_task), [])
     rows = []
-    for name, (label, paper_key) in TABLE1_ROWS.items():
+    for name in TABLE1_ROWS:
         ours = mcc.get((name, main_task), [])
-        paper = published.get(paper_key, {}).get("cola") if paper_key else None
+        paper = published.get(paper_key(name), {}).get("cola")
         # % of BERT-FT per seed of the row, over the mean of BERT-FT's seeds
         rec = [100.0 * v / statistics.mean(teacher) for v in ours] if ours and teacher else []
         paper_rec = 100.0 * paper / published["softmax"]["cola"] if paper is not None else None
@@ -181,7 +191,7 @@ def main(scale: str) -> None:
         versus_teacher = "" if name == "softmax" or not ours else compare_seeds(ours, teacher)
         rows.append(
             [
-                label,
+                row_label(name),
                 mean_spread(ours) or "not run",
                 seeds,
                 mean_spread(rec),
@@ -209,14 +219,13 @@ def main(scale: str) -> None:
         f"the BERT-FT of its own seed. Our rule: {DIFFERENCE_RULE}; the 'vs' columns apply it. {footer}",
     )
 
-    ar, ar_note = ar_column(scale)
+    ar, ar_note = ar_column(scale, ar_records_dir)
     rows = []
     for name in TABLE3_ROWS:
-        label, paper_key = TABLE1_ROWS[name]
-        paper = published[paper_key]
+        paper = published[paper_key(name)]
         rows.append(
             [
-                label,
+                row_label(name),
                 ar.get(name, "not recorded"),
                 fmt(paper.get("ar")),
                 mean_spread(mcc.get((name, main_task), [])) or "not run",
@@ -224,7 +233,7 @@ def main(scale: str) -> None:
             ]
         )
     versus = "; ".join(
-        f"{TABLE1_ROWS[a][0]} vs {TABLE1_ROWS[b][0]}: {compare_seeds(mcc.get((a, main_task), []), mcc.get((b, main_task), []))}"
+        f"{row_label(a)} vs {row_label(b)}: {compare_seeds(mcc.get((a, main_task), []), mcc.get((b, main_task), []))}"
         for a, b in (("hedgehog", "taylor2"), ("hedgehog", "softmax"), ("taylor2", "softmax"))
     )
     md3 = write_tables(
@@ -253,7 +262,7 @@ def main(scale: str) -> None:
         )
         rows.append(
             [
-                TABLE1_ROWS[a][0],
+                row_label(a),
                 *(mean_spread(by_key[(a, t)]) for t in tasks),
                 f"{fmt(recover(row, softmax, tasks))} ({mean_spread(per_seed)} per seed)",
                 fmt(paper),
@@ -279,7 +288,7 @@ def main(scale: str) -> None:
     )
     paper_rows = [
         [
-            TABLE1_ROWS[n][0],
+            row_label(n),
             *(fmt(glue_published[n].get(c)) for c in GLUE_COLUMNS),
             fmt(glue_published[n]["recover"]),
         ]
@@ -295,7 +304,18 @@ def main(scale: str) -> None:
     print(md1, md3, mdg, mdp, sep="\n")
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="embedded", choices=["embedded", "paper"])
-    main(parser.parse_args().scale)
+    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
+    args = parser.parse_args(argv)
+    make_tables(
+        args.scale,
+        published_records("bert_glue", args.scale),
+        published_records("associative_recall", args.scale),
+        args.out or HERE / "tables" / args.scale,
+    )
+
+
+if __name__ == "__main__":
+    main()

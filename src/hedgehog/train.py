@@ -15,25 +15,11 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hedgehog.results.records import ROOT, code_version, hardware, write_record
-
-CONF_DIR = ROOT / "conf"
-
-
-def _precision() -> str:
-    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
-
-
-def register_resolvers() -> None:
-    """Resolvers the configs use: the repository root and the precision for this machine."""
-    if not OmegaConf.has_resolver("hedgehog.root"):
-        OmegaConf.register_new_resolver("hedgehog.root", lambda: str(ROOT))
-    if not OmegaConf.has_resolver("hedgehog.precision"):
-        OmegaConf.register_new_resolver("hedgehog.precision", _precision)
+from hedgehog.config import conf_dir, record_dir, register_resolvers
+from hedgehog.results.records import code_version, hardware, write_record
 
 
 def _finish_wandb(failed: bool) -> None:
@@ -62,8 +48,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # a logger or callback set to null (e.g. callbacks.progress_bar=null) is switched off
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
     started, failed = time.time(), True
@@ -97,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         if trainer.is_global_zero:
-            write_record(Path(cfg.paths.record_dir) / f"{cfg.run_name}.json", record)
+            write_record(record_dir(cfg) / f"{cfg.run_name}.json", record)
             for logger in trainer.loggers:
                 if isinstance(logger, pl.loggers.WandbLogger):
                     logger.experiment.summary["record"] = {k: v for k, v in record.items() if k != "config"}
@@ -110,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the optimized metric for sweepers."""
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -1,5 +1,6 @@
 """Run records to tables and figures; nothing here trains or loads a model."""
 
+from hedgehog.results.labels import ATTENTION_LABELS, attention_label, paper_key
 from hedgehog.results.records import code_version, hardware, load_records, load_wandb_records, write_record
 from hedgehog.results.tables import (
     DIFFERENCE_RULE,
@@ -8,11 +9,14 @@ from hedgehog.results.tables import (
     markdown_table,
     mean_spread,
     paper_results,
+    published_records,
     write_tables,
 )
 
 __all__ = [
+    "ATTENTION_LABELS",
     "DIFFERENCE_RULE",
+    "attention_label",
     "code_version",
     "compare_seeds",
     "hardware",
@@ -21,7 +25,9 @@ __all__ = [
     "load_wandb_records",
     "markdown_table",
     "mean_spread",
+    "paper_key",
     "paper_results",
+    "published_records",
     "write_record",
     "write_tables",
 ]

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
+from hedgehog.paths import project_root
 
 
-def code_version(root: Path = ROOT) -> str:
+def code_version(root: Path | None = None) -> str:
     """The git commit of the code (with '-dirty' if the tree had changes), or 'unknown'."""
+    root = root or project_root()
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True

@@ -10,17 +10,21 @@ from typing import Any
 
 import yaml
 
-from hedgehog.results.records import ROOT
-
-PAPER_RESULTS = ROOT / "experiments" / "paper_results.yaml"
+from hedgehog.paths import project_root
 
 
 def paper_results(section: str) -> dict[str, Any]:
     """One section of the published numbers (with their provenance) from experiments/paper_results.yaml."""
-    results = yaml.safe_load(PAPER_RESULTS.read_text())
+    path = project_root() / "experiments" / "paper_results.yaml"
+    results = yaml.safe_load(path.read_text())
     if section not in results:
-        raise KeyError(f"no section {section!r} in {PAPER_RESULTS}; sections: {sorted(results)}")
+        raise KeyError(f"no section {section!r} in {path}; sections: {sorted(results)}")
     return results[section]
+
+
+def published_records(experiment: str, scale: str) -> Path:
+    """The folder the reproduction sweeps of an experiment publish into: experiments/<experiment>/records/<scale>."""
+    return project_root() / "experiments" / experiment / "records" / scale
 
 
 def mean_spread(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
