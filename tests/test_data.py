@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hedgehog.data import AssociativeRecallDataModule, associative_recall
-from hedgehog.data.associative_recall import IGNORE
+from hedgehog.data.loading import IGNORE_INDEX
 
 
 def test_deterministic_by_seed():
@@ -24,7 +24,7 @@ def test_every_query_asks_for_a_value_given_in_context():
         assert len(set(keys.tolist())) == pairs and len(set(values.tolist())) == pairs
         assert (keys >= 1).all() and (keys <= num_keys).all() and (values > num_keys).all()
         answer = dict(zip(keys.tolist(), values.tolist(), strict=True))
-        query_positions = (y != IGNORE).nonzero().flatten()
+        query_positions = (y != IGNORE_INDEX).nonzero().flatten()
         assert len(query_positions) == pairs
         assert (query_positions >= 2 * pairs).all()
         for p in query_positions.tolist():

@@ -7,7 +7,8 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from hedgehog.attention import Elu1FeatureMap, HedgehogFeatureMap, LinearAttention, SoftmaxAttention
-from hedgehog.models.conversion import LinearAttentionCache, convert, set_stage
+from hedgehog.models.cache import LinearAttentionCache
+from hedgehog.models.conversion import convert, set_stage
 from tests.test_conversion import SMALL, tiny_gpt2
 
 

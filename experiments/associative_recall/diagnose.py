@@ -39,9 +39,10 @@ from hedgehog.attention import (
     Taylor2FeatureMap,
     linear_attention_weights,
 )
-from hedgehog.data.associative_recall import IGNORE, associative_recall
+from hedgehog.data.associative_recall import associative_recall
+from hedgehog.data.loading import IGNORE_INDEX
 from hedgehog.models import TransformerLM
-from hedgehog.tasks.language_modeling import warmup_cosine
+from hedgehog.tasks.optim import warmup_cosine
 
 
 def attention_factory(name: str, seq_len: int, temperature: float):
@@ -76,7 +77,7 @@ def query_entropy(model: TransformerLM, inputs: torch.Tensor, labels: torch.Tens
     fq, fk = block.attn.features(q, k)
     a = linear_attention_weights(fq, fk, causal=True)
     ent = -(a.clamp_min(1e-12).log() * a).sum(-1)  # (B, H, T)
-    scored = (labels != IGNORE)[:, None, :].expand_as(ent)
+    scored = (labels != IGNORE_INDEX)[:, None, :].expand_as(ent)
     return float(ent[scored].mean())
 
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace, name: str, lr: float, seed: int, heads: int, t
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, args.num_train, (args.batch,), generator=g)
         logits = model(x_tr[idx])[0]
-        loss = F.cross_entropy(logits.flatten(0, 1), y_tr[idx].flatten(), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.flatten(0, 1), y_tr[idx].flatten(), ignore_index=IGNORE_INDEX)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace, name: str, lr: float, seed: int, heads: int, t
         if step % args.eval_every == 0 or step == args.steps:
             with torch.no_grad():
                 pred = model(x_va)[0].argmax(-1)
-                scored = y_va != IGNORE
+                scored = y_va != IGNORE_INDEX
                 acc = float((pred[scored] == y_va[scored]).float().mean())
                 # how often the prediction is one of the sequence's values (right or wrong)
                 in_ctx = (pred[scored][:, None] == x_va[scored.nonzero()[:, 0]]).any(-1).float().mean()

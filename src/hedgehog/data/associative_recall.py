@@ -15,10 +15,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from hedgehog.data.loading import ResumableLoader
+from hedgehog.data.loading import IGNORE_INDEX, ResumableLoader
 
 PAD = 0
-IGNORE = -100
 
 
 def associative_recall(
@@ -42,7 +41,7 @@ def associative_recall(
     keys = torch.rand(n, num_keys, generator=g).argsort(-1)[:, :p] + 1
     values = torch.rand(n, num_values, generator=g).argsort(-1)[:, :p] + 1 + num_keys
     inputs = torch.full((n, seq_len), PAD, dtype=torch.long)
-    labels = torch.full((n, seq_len), IGNORE, dtype=torch.long)
+    labels = torch.full((n, seq_len), IGNORE_INDEX, dtype=torch.long)
     inputs[:, 0 : 2 * p : 2], inputs[:, 1 : 2 * p : 2] = keys, values
 
     # Each key is queried once, in a random order, at a random slot of two tokens (the

@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+# the label of a position that carries no loss (torch's cross_entropy ignore_index)
+IGNORE_INDEX = -100
+
 
 class ResumableLoader:
     """Shuffled batches in an order fixed by (seed, epoch), sharded across ranks.

@@ -40,7 +40,7 @@ from hedgehog.models.conversion import (
     feature_map_state_dict,
     set_stage,
 )
-from hedgehog.tasks.language_modeling import warmup_cosine
+from hedgehog.tasks.optim import param_groups, warmup_cosine
 
 
 def task_metrics(
@@ -194,12 +194,8 @@ class ConversionTask(pl.LightningModule):
             _save(feature_map_state_dict(self.model), self.save_feature_maps)
 
     def configure_optimizers(self):
-        params = list(self.model.parameters())
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        finetune = self.optimizer(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        )
+        # every parameter: the finetune stage trains them all (set_stage unfreezes them when it starts)
+        finetune = self.optimizer(param_groups(self.model.parameters(), self.weight_decay))
         # each schedule steps only in its own stage, so it counts from that stage's first step
         optimizers = [finetune]
         schedulers = [warmup_cosine(finetune, self.finetune_steps, self.warmup_steps)]

@@ -6,7 +6,6 @@ query positions). Logs loss and accuracy over labelled positions.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -14,21 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE = -100
-
-
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.1
-):
-    """Linear warm-up, then cosine decay to ``min_ratio`` of the peak learning rate."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+from hedgehog.data.loading import IGNORE_INDEX
+from hedgehog.tasks.optim import param_groups, warmup_cosine
 
 
 class LanguageModelingTask(pl.LightningModule):
@@ -53,8 +39,8 @@ class LanguageModelingTask(pl.LightningModule):
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         inputs, labels = batch
         logits = self(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
-        scored = labels != IGNORE
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        scored = labels != IGNORE_INDEX
         accuracy = (logits.argmax(-1)[scored] == labels[scored]).float().mean()
         on_step = split == "train"
         self.log(
@@ -80,10 +66,8 @@ class LanguageModelingTask(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.named_parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for n, p in self.named_parameters() if p.requires_grad and p.dim() < 2]
         optimizer = self.optimizer(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            param_groups((p for p in self.parameters() if p.requires_grad), self.weight_decay)
         )
         scheduler = warmup_cosine(optimizer, int(self.trainer.estimated_stepping_batches), self.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
