@@ -5,8 +5,8 @@
 #   bash experiments/efficiency/lab/gpu_session.sh              # everything
 #   TESTS="-k layer_dispatch" bash experiments/efficiency/lab/gpu_session.sh --shapes gpt2
 # Arguments go to `python -m experiments.efficiency.bench`; TESTS selects GPU tests. Logs and results
-# go to $OUT (default outputs/efficiency, as the benchmark's). fla-core, when its wheel is in .whl/, is installed to
-# /tmp/site for the fla column.
+# go to $OUT (default outputs/efficiency, as the benchmark's). fla-core, when its wheel is in .whl/,
+# is installed to /tmp/site for the fla column.
 set -o pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-outputs/efficiency}
