@@ -71,12 +71,13 @@ reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yam
 
 tables: install ## regenerate every experiment's table and figures from its published records
 	@for e in $(EXPERIMENTS); do $(PY) -m experiments.$$e.make_table --scale $(SCALE) || exit 1; done
+	$(PY) -m experiments.efficiency.make_table
 
-bench: install ## attention efficiency benchmark into experiments/efficiency (GPU: full sweep; CPU: reference at small sizes)
-	$(PY) -m hedgehog.bench
+bench: install ## attention efficiency benchmark into outputs/efficiency (GPU: full sweep; CPU: reference at small sizes)
+	$(PY) -m experiments.efficiency.bench
 
 bench-model: install ## GPT-2 training tokens/s and decoding, SDPA vs Hedgehog (GPU; CPU: tiny model)
-	$(PY) -m hedgehog.bench --model
+	$(PY) -m experiments.efficiency.bench --model
 
 clean: ## remove run outputs (keeps .venv and committed records)
 	rm -rf outputs multirun lightning_logs wandb

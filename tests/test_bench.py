@@ -1,14 +1,19 @@
-"""The benchmark's whole-model harness on a tiny GPT-2 (CPU): it must measure what it says."""
+"""The efficiency experiment on the CPU: the whole-model harness on a tiny GPT-2 must measure what it
+says, merged runs must say which run timed each cell, and the committed tables must regenerate
+byte for byte from the committed records."""
+
+from pathlib import Path
 
 import pytest
 
-from hedgehog import bench
+from experiments.efficiency import make_table
+from experiments.efficiency.model_bench import GPT2_TINY, decode_throughput
+from experiments.efficiency.records import merge_records
+from experiments.efficiency.render import markdown_table, model_markdown
 
 
 def test_decode_harness_decodes_from_the_cache_and_the_state_does_not_grow():
-    rows = [
-        row for context in (8, 40) for row in bench.decode_throughput("cpu", context, 2, 2, bench.GPT2_TINY)
-    ]
+    rows = [row for context in (8, 40) for row in decode_throughput("cpu", context, 2, 2, GPT2_TINY)]
     by = {(r["attention"], r["context"]): r for r in rows}
     # decode_throughput raises unless each cache saw context + warm-up + timed tokens
     assert by[("hedgehog", 8)]["cache_MB"] == pytest.approx(by[("hedgehog", 40)]["cache_MB"])
@@ -37,9 +42,9 @@ def test_model_table_has_a_row_per_length_and_context():
             for a in ("sdpa", "hedgehog")
         ],
     }
-    table = bench.model_markdown(record)
+    table = model_markdown(record)
     assert "| 16 | 2 |" in table and "| 8 | 2 |" in table and "| 40 | 2 |" in table
-    assert "training T" not in bench.model_markdown({**record, "train": []})
+    assert "training T" not in model_markdown({**record, "train": []})
 
 
 def _record(date: str, rows: list[tuple[int, str, float]], device: str = "GPU X") -> dict:
@@ -68,14 +73,26 @@ def _record(date: str, rows: list[tuple[int, str, float]], device: str = "GPU X"
 def test_merged_records_take_the_later_run_and_say_which_run_timed_each_cell():
     first = _record("day 1", [(1024, "sdpa", 2.0), (1024, "fused", 6.0), (2048, "sdpa", 4.0)])
     second = _record("day 2", [(1024, "fused", 5.0), (4096, "fla", 30.0)])
-    merged = bench.merge_records([first, second])
+    merged = merge_records([first, second])
     by = {(r["T"], r["method"]): r for r in merged["rows"]}
     assert by[(1024, "fused")]["fwd_bwd_ms"] == 5.0 and by[(1024, "fused")]["run"] == 1
     assert by[(1024, "sdpa")]["run"] == 0 and len(merged["rows"]) == 4
     assert [r["T"] for r in merged["rows"]] == [1024, 1024, 2048, 4096]
     assert merged["runs"][0]["rows"] == ["gpt2 1024 sdpa", "gpt2 2048 sdpa"]
-    table = bench.markdown_table(merged)
+    table = markdown_table(merged)
     assert "- run A: day 1" in table and "- run B: day 2" in table
     assert "| 1,024 | 2.000 |  |  | 5.000 | 0.40x |" in table and "| A/-/-/B |" in table
     with pytest.raises(ValueError, match="different devices"):
-        bench.merge_records([first, _record("day 3", [], device="GPU Y")])
+        merge_records([first, _record("day 3", [], device="GPU Y")])
+
+
+def test_committed_tables_regenerate_byte_for_byte_from_the_records(tmp_path: Path):
+    # md and json only: the png's bytes depend on the matplotlib version that drew it
+    experiment = Path(make_table.__file__).parent
+    for device in sorted(p for p in (experiment / "records").iterdir() if p.is_dir()):
+        committed = experiment / "tables" / device.name
+        written = make_table.make_tables(device, tmp_path / device.name)
+        texts = sorted(p.name for p in written if p.suffix in (".md", ".json"))
+        assert texts == sorted(p.name for p in committed.iterdir() if p.suffix in (".md", ".json"))
+        for name in texts:
+            assert (tmp_path / device.name / name).read_bytes() == (committed / name).read_bytes(), name

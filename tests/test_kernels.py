@@ -122,12 +122,35 @@ def test_fused_logic_fp32(form, causal, t, segment_len):
 
 @interpreter
 @pytest.mark.parametrize("causal", [True, False])
-def test_fused_logic_fp32_chunks_of_32(monkeypatch, causal):
+def test_fused_logic_fp32_chunks_of_32(causal):
     # the wide shapes (head dim or feature half > 64) run chunks of 32 tokens: same function
+    with kernels.launch_overrides(chunk={"BT": 32}):
+        check_against_reference(1, 2, 150, 16, torch.float32, "softmax", causal, 1e-4, "cpu", segment_len=64)
+
+
+def test_launch_overrides_hold_inside_their_block_nest_and_restore():
     from hedgehog.kernels import ops
 
-    monkeypatch.setitem(ops.LAUNCH, "chunk", {"BT": 32})
-    check_against_reference(1, 2, 150, 16, torch.float32, "softmax", causal, 1e-4, "cpu", segment_len=64)
+    q, v, weight_q = torch.zeros(1, 1, 8, 64), torch.zeros(1, 1, 8, 64), torch.zeros(1, 64, 64)
+    tuned = ops._dims(1, q, v, weight_q)
+    assert tuned.BT == 64 and ops._launch("dq", tuned) == ops.TUNED["narrow"]["dq"]
+    with kernels.launch_overrides(chunk={"BT": 32}, dq={"num_warps": 8}):
+        dims = ops._dims(1, q, v, weight_q)
+        assert dims.BT == 32 and ops._launch("dq", dims) == {"num_warps": 8, "num_stages": 2}
+        with kernels.launch_overrides(dq={"num_stages": 1}):
+            assert ops._launch("dq", dims) == {"num_warps": 8, "num_stages": 1}
+        assert ops._launch("dq", dims) == {"num_warps": 8, "num_stages": 2}
+    with pytest.raises(RuntimeError, match="inside"), kernels.launch_overrides(split={"walk": 1}):
+        raise RuntimeError("inside")
+    assert ops._dims(1, q, v, weight_q) == tuned and ops._launch("dq", tuned) == ops.TUNED["narrow"]["dq"]
+    assert ops._LAUNCH == {}
+    with (
+        pytest.raises(ValueError, match="unknown kind 'dkv_kernel'"),
+        kernels.launch_overrides(dkv_kernel={}),
+    ):
+        pass
+    with pytest.raises(ValueError, match="num_warps"), kernels.launch_overrides(dq={"warps": 4}):
+        pass
 
 
 def test_segment_count_on_an_h200(monkeypatch):

@@ -6,6 +6,8 @@ k_sum (B, H, F) in float32, the S and z of the attention library's LinearAttenti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -45,17 +47,17 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
         d, dp = q.shape[-1], weight_q.shape[-1]
         f = 2 * dp
     dv = v.shape[-1]
-    # feature halves in blocks of at least 64 on the GPU: with 32-wide blocks (F = 64) the compiled
-    # backward gave wrong gradients or illegal memory accesses on the H200 (triton 3.6; NOTES.md)
+    # feature halves in blocks of at least 64 on the GPU: with 32-wide blocks (F = 64) the compiled backward
+    # gave wrong gradients or illegal memory accesses on the H200 (triton 3.6; experiments/efficiency/lab/NOTES.md)
     bd, bdp = _pow2(d), _pow2(dp) if K.INTERPRET else max(64, _pow2(dp))
     wide = max(bd, bdp) > 64
-    chunk = LAUNCH.get("chunk", {})
+    chunk = _LAUNCH.get("chunk", {})
     bt = chunk.get("BT", 32 if wide else 64)
     bv = min(chunk.get("BV", 128 if wide else 64), _pow2(dv))
     return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, wide)
 
 
-# Launch options per kernel, the fastest measured on the H200 (experiments/efficiency/tuning/,
+# Launch options per kernel, the fastest measured on the H200 (experiments/efficiency/lab/tuning/,
 # triton 3.6): narrow = GPT-2's head dim 64 with feature halves of 64, wide = Llama-2's 128.
 TUNED = {
     "narrow": {
@@ -71,16 +73,51 @@ TUNED = {
         "dkv": {"num_warps": 8, "num_stages": 1},
     },
 }
-# Overrides per kernel, {"state" | "fwd" | "dq" | "dkv": {"num_warps": .., "num_stages": ..}},
-# {"chunk": {"BT": tokens, "BV": value columns per program}} over TUNED and the blocks of _dims,
-# and {"split": {"walk": programs resident per SM of the state walk, "carry": its cost in percent
-# (see _segments), "group": programs per SM of dq, dk/dv}}. For tuning
-# on a GPU (experiments/efficiency/tune.py) and for tests of other chunk sizes.
-LAUNCH: dict[str, dict[str, int]] = {}
+# The Triton kernels by launch kind (TUNED's keys), for compiling them without a GPU to read their
+# registers and spills (experiments/efficiency/lab/compile_report.py).
+KERNELS = {"state": K._state_kernel, "fwd": K._fwd_kernel, "dq": K._dq_kernel, "dkv": K._dkv_kernel}
+# Overrides of TUNED's options and of the blocks and splits the kernels pick, set only through
+# `launch_overrides` (the keys it takes are LAUNCH_KEYS).
+_LAUNCH: dict[str, dict[str, int]] = {}
+LAUNCH_KEYS = {
+    **{kind: ("num_warps", "num_stages") for kind in TUNED["narrow"]},
+    "chunk": ("BT", "BV"),
+    "split": ("walk", "group", "carry"),
+}
+
+
+@contextmanager
+def launch_overrides(**overrides: dict[str, int]) -> Iterator[None]:
+    """Launch parameters other than the tuned ones, inside the ``with`` block only (tuning, tests).
+
+    Per kernel, ``state``, ``fwd``, ``dq``, ``dkv``: ``{"num_warps": W, "num_stages": S}`` over TUNED;
+    ``chunk``: ``{"BT": tokens per chunk, "BV": value columns per program}``; ``split``: ``{"walk":
+    state-walk programs resident per SM, "carry": the carry kernel's cost in percent of a walk (see
+    _segments), "group": programs per SM of dq and dk/dv}``. E.g.
+    ``with launch_overrides(dq={"num_warps": 8}, chunk={"BT": 32}): ...``. A nested block adds to
+    the outer one's overrides; leaving a block restores what was set before it.
+    """
+    for kind, values in overrides.items():
+        if kind not in LAUNCH_KEYS:
+            raise ValueError(f"launch_overrides: unknown kind {kind!r}; expected one of {tuple(LAUNCH_KEYS)}")
+        unknown = [k for k in values if k not in LAUNCH_KEYS[kind]]
+        if unknown or not all(isinstance(v, int) and v >= 0 for v in values.values()):
+            raise ValueError(
+                f"launch_overrides: {kind}={values}: expected non-negative ints for keys among "
+                f"{LAUNCH_KEYS[kind]}"
+            )
+    before = {kind: dict(values) for kind, values in _LAUNCH.items()}
+    for kind, values in overrides.items():
+        _LAUNCH[kind] = {**_LAUNCH.get(kind, {}), **values}
+    try:
+        yield
+    finally:
+        _LAUNCH.clear()
+        _LAUNCH.update(before)
 
 
 def _launch(kind: str, dims: _Dims) -> dict[str, int]:
-    return {**TUNED["wide" if dims.wide else "narrow"][kind], **LAUNCH.get(kind, {})}
+    return {**TUNED["wide" if dims.wide else "narrow"][kind], **_LAUNCH.get(kind, {})}
 
 
 def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
@@ -214,7 +251,7 @@ def _segments(
     if cfg.segment_len is not None:
         seg_len = _given_segment_len(cfg.segment_len, dims.BT)
         return seg_len, triton.cdiv(t, seg_len)
-    split = LAUNCH.get("split", {})
+    split = _LAUNCH.get("split", {})
     programs = 2 * bh * dims.NV
     slots = split.get("walk", WALK_RESIDENT["wide" if dims.wide else "narrow"]) * _sm_count(device)
     n_chunks = triton.cdiv(t, dims.BT)
@@ -349,7 +386,7 @@ class _LinearAttentionFn(torch.autograd.Function):
             MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
             BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT,
         )  # fmt: skip
-        per_sm = LAUNCH.get("split", {}).get("group", 8)
+        per_sm = _LAUNCH.get("split", {}).get("group", 8)
         group_len = _split_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT, per_sm)
         grid = (dims.NV, triton.cdiv(t, group_len), bh)
         K._dq_kernel[grid](

@@ -5,7 +5,7 @@ runs in a child process with CUDA_LAUNCH_BLOCKING=1: a crash names the launch th
 and the next case still runs. A case is (feature dim F, value dim, tokens) under one launch
 configuration (`tune.py`'s syntax). Prints one JSON line per case.
 
-    python experiments/efficiency/generic_check.py [--configs "default;state=4:1,dq=4:1"]
+    python -m experiments.efficiency.lab.generic_check [--configs "default;state=4:1,dq=4:1"]
 """
 
 from __future__ import annotations
@@ -16,20 +16,19 @@ import os
 import subprocess
 import sys
 
+from hedgehog.paths import project_root
+
 CASES = [(64, 64, 777), (128, 64, 777), (256, 64, 777), (96, 64, 777), (64, 128, 777), (64, 64, 4000)]
 
 
 def child(config: str, f: int, dv: int, t: int) -> dict:
+    """Relative errors of the generic kernels' output and gradients against float64, one case."""
     import torch
 
-    sys.path.insert(0, os.path.dirname(__file__))
-    from tune import parse
-
+    from experiments.efficiency.lab.tune import parse
     from hedgehog.attention import quadratic_linear_attention
-    from hedgehog.kernels import linear_attention, ops
+    from hedgehog.kernels import launch_overrides, linear_attention
 
-    if config != "default":
-        ops.LAUNCH.update(parse(config))
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1, for trying the script
     b, h = 2, 4
@@ -38,8 +37,9 @@ def child(config: str, f: int, dv: int, t: int) -> dict:
     v = torch.randn(b, h, t, dv, device=dev)
     g = torch.randn(b, h, t, dv, device=dev)
     ins = [x.to(torch.bfloat16).requires_grad_() for x in (fq, fk, v)]
-    out, _ = linear_attention(*ins)
-    grads = torch.autograd.grad(out, ins, g.to(torch.bfloat16))
+    with launch_overrides(**parse(config)):
+        out, _ = linear_attention(*ins)
+        grads = torch.autograd.grad(out, ins, g.to(torch.bfloat16))
     refs = [x.detach().double().requires_grad_() for x in ins]
     ref = quadratic_linear_attention(*refs, causal=True, eps=1e-6)
     ref_grads = torch.autograd.grad(ref, refs, g.double())
@@ -66,8 +66,8 @@ def main() -> None:
     for config in args.configs.split(";"):
         for f, dv, t in cases:
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", config, str(f), str(dv), str(t)],
-                capture_output=True, text=True, env=env, timeout=300,
+                [sys.executable, "-m", "experiments.efficiency.lab.generic_check", "--child", config, str(f), str(dv), str(t)],
+                capture_output=True, text=True, env=env, timeout=300, cwd=project_root(),
             )  # fmt: skip
             line = {"config": config, "F": f, "DV": dv, "T": t, "rc": proc.returncode}
             results = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]

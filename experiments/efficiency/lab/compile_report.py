@@ -5,7 +5,7 @@ Triton reads registers, stack (spills) and shared memory off the cubin, and coun
 instructions that matter here (HGMMA = wgmma, STL/LDL = spills, BAR.SYNC = layout changes
 through shared memory). The installed Triton may differ from the GPU machine's (3.6 there).
 
-    python experiments/efficiency/compile_report.py [--warps 8] [--stages 1] [--head-dim 64]
+    python -m experiments.efficiency.lab.compile_report [--warps 8] [--stages 1] [--head-dim 64]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from hedgehog.kernels import chunked as K
+from hedgehog.kernels import KERNELS
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
 HALF_INPUTS = (
@@ -100,17 +100,17 @@ def main() -> None:
     kernels = [
         (
             "state walk",
-            K._state_kernel,
+            KERNELS["state"],
             dict(MODE=1, BWD=False, REVERSE=False, HAS_MASK=False, WRITE_CHUNKS=True),
         ),
         (
             "R walk",
-            K._state_kernel,
+            KERNELS["state"],
             dict(MODE=1, BWD=True, REVERSE=True, HAS_MASK=False, WRITE_CHUNKS=True),
         ),
-        ("forward", K._fwd_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, STORE_RES=True)),
-        ("dq", K._dq_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
-        ("dk, dv", K._dkv_kernel, dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
+        ("forward", KERNELS["fwd"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, STORE_RES=True)),
+        ("dq", KERNELS["dq"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
+        ("dk, dv", KERNELS["dkv"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
     ]
     print(
         f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "

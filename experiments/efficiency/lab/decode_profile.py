@@ -1,9 +1,10 @@
 """Where one decode step of GPT-2 125M goes, SDPA with transformers' key cache vs Hedgehog with
-its state cache (GPU): the `hedgehog.bench --model` decode harness's model and caches, a prefill,
-warm-up steps (SDPA with the harness's backends; --cudnn adds cuDNN's), then torch.profiler over timed steps (host ops by self CPU time, device kernels
-by device time). Explains the decode rows of `model_h200.md`.
+its state cache (GPU): the whole-model decode harness's model and caches (`model_bench.start_decode`),
+a prefill, warm-up steps (SDPA with the harness's backends; --cudnn adds cuDNN's), then
+torch.profiler over timed steps (host ops by self CPU time, device kernels by device time).
+Explains the decode rows of `tables/h200/model_h200.md`.
 
-    python experiments/efficiency/decode_profile.py [--context 1024] [--batch 8] [--steps 8]
+    python -m experiments.efficiency.lab.decode_profile [--context 1024] [--batch 8] [--steps 8]
 """
 
 from __future__ import annotations
@@ -14,35 +15,32 @@ import time
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hedgehog import bench
+from experiments.efficiency.model_bench import GPT2_125M, SDPA_DECODE_BACKENDS, next_token, start_decode
+from experiments.efficiency.timing import sync
 
 
 @torch.no_grad()
 def profile(
     attention: str, context: int, batch: int, steps: int, device: str = "cuda", cudnn: bool = False
 ) -> None:
-    backends = (
-        [*bench.SDPA_DECODE_BACKENDS, SDPBackend.CUDNN_ATTENTION] if cudnn else bench.SDPA_DECODE_BACKENDS
-    )
+    backends = [*SDPA_DECODE_BACKENDS, SDPBackend.CUDNN_ATTENTION] if cudnn else SDPA_DECODE_BACKENDS
     with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(backends):
-        model, cache, token = bench.start_decode(
-            attention, context, batch, 4 + 2 * steps, device, bench.GPT2_125M
-        )
+        model, cache, token = start_decode(attention, context, batch, 4 + 2 * steps, device, GPT2_125M)
         for _ in range(4):
-            token = bench.next_token(model, cache, token)
-        bench._sync(device)
+            token = next_token(model, cache, token)
+        sync(device)
         start = time.perf_counter()
         for _ in range(steps):
-            token = bench.next_token(model, cache, token)
-        bench._sync(device)
+            token = next_token(model, cache, token)
+        sync(device)
         plain_ms = (time.perf_counter() - start) * 1e3 / steps
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as prof:
             for _ in range(steps):
-                token = bench.next_token(model, cache, token)
-            bench._sync(device)
+                token = next_token(model, cache, token)
+            sync(device)
     events = prof.key_averages()
     device_ms = sum(e.self_device_time_total for e in events) / 1e3 / steps
     print(
