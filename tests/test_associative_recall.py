@@ -80,7 +80,7 @@ def test_hedgehog_at_identity_init_is_flatter_than_softmax_by_sqrt_d(form):
 
     def slope(temperature: float | str) -> float:
         with torch.no_grad():
-            fq, fk = HedgehogFeatureMap(1, d, form=form, temperature=temperature)(q, k)
+            fq, fk = HedgehogFeatureMap(1, d, activation=form, temperature=temperature)(q, k)
         log_kernel = (fq @ fk.transpose(-1, -2)).log().flatten()
         return float(torch.cov(torch.stack([dots, log_kernel]))[0, 1] / dots.var())
 

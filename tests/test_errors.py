@@ -56,9 +56,9 @@ def test_finiteness_check_does_not_stop_the_host_on_cuda():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_unknown_form_lists_the_forms():
+def test_unknown_causal_form_lists_the_forms():
     with pytest.raises(ValueError, match="chunked"):
-        LinearAttention(2, 8, Elu1FeatureMap, form="parallel")
+        LinearAttention(2, 8, Elu1FeatureMap, causal_form="parallel")
 
 
 def test_feature_shapes_are_checked():

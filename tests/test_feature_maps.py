@@ -20,7 +20,7 @@ from hedgehog.attention import (
 H, D = 3, 8
 MAPS = {
     "hedgehog": lambda: HedgehogFeatureMap(H, D),
-    "hedgehog_exp": lambda: HedgehogFeatureMap(H, D, form="exp"),
+    "hedgehog_exp": lambda: HedgehogFeatureMap(H, D, activation="exp"),
     "hedgehog_wide": lambda: HedgehogFeatureMap(H, D, feature_dim_half=12),
     "elu1": lambda: Elu1FeatureMap(H, D),
     "relu": lambda: ReluFeatureMap(H, D),
@@ -61,7 +61,7 @@ def test_hedgehog_starts_at_identity_and_untied():
 
 def test_hedgehog_exp_form_gives_the_papers_weights():
     """The max shift of exp(+-z) cancels for queries: weights equal the unstabilised listing's."""
-    fmap = HedgehogFeatureMap(1, D, form="exp")
+    fmap = HedgehogFeatureMap(1, D, activation="exp")
     q, k = torch.randn(2, 1, 1, 6, D, dtype=torch.float64).unbind(0)
     fq, fk = fmap(q, k)
     raw_q = torch.cat([q.exp(), (-q).exp()], -1)
@@ -86,9 +86,9 @@ def test_hedgehog_heads_are_independent():
         assert not torch.allclose(a[:, 1], b[:, 1])
 
 
-def test_hedgehog_rejects_unknown_form():
+def test_hedgehog_rejects_unknown_activation():
     with pytest.raises(ValueError, match="softmax"):
-        HedgehogFeatureMap(H, D, form="tanh")
+        HedgehogFeatureMap(H, D, activation="tanh")
 
 
 def test_taylor2_reproduces_second_order_expansion():

@@ -38,9 +38,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def hedgehog_map(h: int, d: int, form: str, device="cpu", scale: float = 0.3) -> HedgehogFeatureMap:
+def hedgehog_map(h: int, d: int, activation: str, device="cpu", scale: float = 0.3) -> HedgehogFeatureMap:
     """A Hedgehog map moved off its identity start, so W and b matter."""
-    fmap = HedgehogFeatureMap(h, d, form=form).to(device)
+    fmap = HedgehogFeatureMap(h, d, activation=activation).to(device)
     with torch.no_grad():
         for p in fmap.parameters():
             p.add_(scale * torch.randn_like(p))
@@ -67,7 +67,7 @@ def fused(q, k, v, fmap, causal, mask=None, grad_out=None, segment_len=None):
     q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
     params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
     out, state = kernels.hedgehog_attention(
-        q, k, v, *params, form=fmap.form, causal=causal, eps=EPS,
+        q, k, v, *params, activation=fmap.activation, causal=causal, eps=EPS,
         key_padding_mask=mask, segment_len=segment_len,
     )  # fmt: skip
     grads = torch.autograd.grad(out, (q, k, v, *params), grad_out)
@@ -77,8 +77,8 @@ def fused(q, k, v, fmap, causal, mask=None, grad_out=None, segment_len=None):
 NAMES = ("out", "dq", "dk", "dv", "dWq", "dbq", "dWk", "dbk")
 
 
-def check_against_reference(b, h, t, d, dtype, form, causal, tol, device, mask=None, segment_len=None):
-    fmap = hedgehog_map(h, d, form, device)
+def check_against_reference(b, h, t, d, dtype, activation, causal, tol, device, mask=None, segment_len=None):
+    fmap = hedgehog_map(h, d, activation, device)
     q, k, v = (torch.randn(b, h, t, d, device=device).to(dtype) for _ in range(3))
     grad_out = torch.randn(b, h, t, d, device=device).to(dtype)
     if device == "cuda":
@@ -104,15 +104,15 @@ def poison_allocator(gib: float = 2.0) -> None:
 
 
 @interpreter
-@pytest.mark.parametrize("form", ["softmax", "exp"])
+@pytest.mark.parametrize("activation", ["softmax", "exp"])
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize(("t", "segment_len"), [(100, None), (100, 64), (300, 128)])
-def test_fused_logic_fp32(form, causal, t, segment_len):
+def test_fused_logic_fp32(activation, causal, t, segment_len):
     # 100 tokens: one full chunk and a masked tail; segment_len=64 splits them in two;
     # 300 tokens in segments of 128: chunk states written at several places of a segment,
     # three segments joined by the prefix over segments, and groups of two chunks in dq, dk/dv
     _, state, (q, k, v, fmap) = check_against_reference(
-        2, 2, t, 16, torch.float32, form, causal, 1e-4, "cpu", segment_len=segment_len
+        2, 2, t, 16, torch.float32, activation, causal, 1e-4, "cpu", segment_len=segment_len
     )
     if causal:
         _, fk = copy.deepcopy(fmap).double()(q.double(), k.double())

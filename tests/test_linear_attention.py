@@ -118,7 +118,7 @@ def test_long_half_precision_input_stays_finite(dtype):
 def test_layer_forms_agree():
     q, k, v = torch.randn(3, 2, 4, 37, 8).unbind(0)
     outs = [
-        LinearAttention(4, 8, Elu1FeatureMap, form=form, chunk_size=8)(q, k, v)[0]
+        LinearAttention(4, 8, Elu1FeatureMap, causal_form=form, chunk_size=8)(q, k, v)[0]
         for form in ("quadratic", "chunked", "recurrent")
     ]
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)

@@ -20,7 +20,7 @@ ATTENTIONS = {
     "softmax": SoftmaxAttention,
     "hedgehog": partial(LinearAttention, feature_map=HedgehogFeatureMap, chunk_size=8),
     "hedgehog_exp": partial(
-        LinearAttention, feature_map=partial(HedgehogFeatureMap, form="exp"), chunk_size=8
+        LinearAttention, feature_map=partial(HedgehogFeatureMap, activation="exp"), chunk_size=8
     ),
     "elu1": partial(LinearAttention, feature_map=Elu1FeatureMap, chunk_size=8),
     "taylor2": partial(LinearAttention, feature_map=Taylor2FeatureMap, chunk_size=8),

@@ -48,8 +48,8 @@ from hedgehog.tasks.optim import warmup_cosine
 def attention_factory(name: str, seq_len: int, temperature: float):
     """The attention partial for a feature-map name, as conf/attention/<name>.yaml builds it."""
     maps = {
-        "hedgehog": partial(HedgehogFeatureMap, form="softmax", temperature=temperature),
-        "hedgehog_exp": partial(HedgehogFeatureMap, form="exp", temperature=temperature),
+        "hedgehog": partial(HedgehogFeatureMap, activation="softmax", temperature=temperature),
+        "hedgehog_exp": partial(HedgehogFeatureMap, activation="exp", temperature=temperature),
         "elu1": Elu1FeatureMap,
         "relu": ReluFeatureMap,
         "exp_t": partial(ExpFeatureMap, t=1.0),
@@ -59,7 +59,7 @@ def attention_factory(name: str, seq_len: int, temperature: float):
     }
     if name == "softmax":
         return partial(SoftmaxAttention)
-    return partial(LinearAttention, feature_map=maps[name], form="chunked", chunk_size=64)
+    return partial(LinearAttention, feature_map=maps[name], causal_form="chunked", chunk_size=64)
 
 
 def query_entropy(model: TransformerLM, inputs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -91,7 +91,7 @@ def kernel_slope(head_dim: int, form: str, temperature: float, scale: float = 0.
     q = torch.randn(1, 1, n, head_dim, generator=g) * scale
     k = torch.randn(1, 1, n, head_dim, generator=g) * scale
     with torch.no_grad():
-        fq, fk = HedgehogFeatureMap(1, head_dim, form=form, temperature=temperature)(q, k)
+        fq, fk = HedgehogFeatureMap(1, head_dim, activation=form, temperature=temperature)(q, k)
     dots, log_kernel = (q @ k.transpose(-1, -2)).flatten(), (fq @ fk.transpose(-1, -2)).log().flatten()
     return float(torch.cov(torch.stack([dots, log_kernel]))[0, 1] / dots.var())
 

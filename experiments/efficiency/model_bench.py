@@ -35,7 +35,7 @@ def gpt2(attention: str, n_positions: int, device: str, size: dict) -> torch.nn.
     config = GPT2Config(n_positions=n_positions, **size)
     model = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa").to(device)
     if attention == "hedgehog":
-        feature_map = partial(HedgehogFeatureMap, form="softmax", temperature=1.0)
+        feature_map = partial(HedgehogFeatureMap, activation="softmax", temperature=1.0)
         convert(model, partial(LinearAttention, feature_map=feature_map, chunk_size=CHUNK, check_finite=True))
     return model
 

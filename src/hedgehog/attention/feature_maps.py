@@ -106,7 +106,7 @@ def _per_head_identity(num_heads: int, dim_in: int, dim_out: int) -> Tensor:
 class HedgehogFeatureMap(FeatureMap):
     """Hedgehog: z = x W + b per head, phi(x) = [f(z), f(-z)], untied maps for q and k.
 
-    W starts as the identity and b at zero (paper, Sec. 4). ``form`` picks f:
+    W starts as the identity and b at zero (paper, Sec. 4). ``activation`` picks f:
     ``softmax`` applies a softmax over the feature dim to each half (the stable form used
     by LoLCATs and ThunderKittens); ``exp`` is the paper's listing exp(+-z), stabilised by
     subtracting each token's max |z| (exact for queries, a per-key rescale for keys).
@@ -116,22 +116,22 @@ class HedgehogFeatureMap(FeatureMap):
     and d^(-1/4) matches it (experiments/associative_recall/README.md).
     """
 
-    forms = ("softmax", "exp")
+    activations = ("softmax", "exp")
 
     def __init__(
         self,
         num_heads: int,
         head_dim: int,
         feature_dim_half: int | None = None,
-        form: str = "softmax",
+        activation: str = "softmax",
         temperature: float | str = 1.0,
     ) -> None:
         super().__init__(num_heads, head_dim)
-        if form not in self.forms:
-            raise ValueError(f"Hedgehog form must be one of {self.forms}, got {form!r}")
+        if activation not in self.activations:
+            raise ValueError(f"Hedgehog activation must be one of {self.activations}, got {activation!r}")
         if isinstance(temperature, str) and temperature != "auto":
             raise ValueError(f"Hedgehog temperature must be a number or 'auto', got {temperature!r}")
-        self.form = form
+        self.activation = activation
         self.temperature = head_dim**-0.25 if temperature == "auto" else float(temperature)
         self.half = feature_dim_half or head_dim
         self.weight_q = nn.Parameter(_per_head_identity(num_heads, head_dim, self.half))
@@ -149,7 +149,7 @@ class HedgehogFeatureMap(FeatureMap):
         return z / self.temperature
 
     def _f(self, z: Tensor) -> Tensor:
-        if self.form == "softmax":
+        if self.activation == "softmax":
             return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
         m = z.abs().amax(-1, keepdim=True).detach()
         return torch.cat([torch.exp(z - m), torch.exp(-z - m)], dim=-1)

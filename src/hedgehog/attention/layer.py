@@ -27,7 +27,7 @@ from hedgehog.attention.linear_attention import (
     upcast,
 )
 
-FORMS = ("chunked", "quadratic", "recurrent")
+CAUSAL_FORMS = ("chunked", "quadratic", "recurrent")
 
 
 def check_qkv(q: Tensor, k: Tensor, v: Tensor, check_finite: bool = True) -> None:
@@ -105,7 +105,7 @@ class SoftmaxAttention(nn.Module):
 class LinearAttention(nn.Module):
     """Linear attention with a feature map: y = phi(q) S / (phi(q) z + eps).
 
-    ``form`` selects the causal algorithm (all compute the same function): ``chunked``
+    ``causal_form`` selects the causal algorithm (all compute the same function): ``chunked``
     for training and prefill, ``recurrent`` token by token, ``quadratic`` materialised.
     Non-causal attention has one form.
     """
@@ -116,17 +116,17 @@ class LinearAttention(nn.Module):
         head_dim: int,
         feature_map: Callable[..., FeatureMap],
         causal: bool = True,
-        form: str = "chunked",
+        causal_form: str = "chunked",
         chunk_size: int = 64,
         eps: float = DEFAULT_EPS,
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        if form not in FORMS:
-            raise ValueError(f"linear attention form must be one of {FORMS}, got {form!r}")
+        if causal_form not in CAUSAL_FORMS:
+            raise ValueError(f"causal_form must be one of {CAUSAL_FORMS}, got {causal_form!r}")
         self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
         self.feature_map = feature_map(num_heads=num_heads, head_dim=head_dim)
-        self.form, self.chunk_size, self.eps = form, chunk_size, eps
+        self.causal_form, self.chunk_size, self.eps = causal_form, chunk_size, eps
         self.check_finite = check_finite
 
     def features(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
@@ -151,9 +151,9 @@ class LinearAttention(nn.Module):
             fk = fk * key_padding_mask.to(fk.dtype)[:, None, :, None]
         if not self.causal:
             return noncausal_linear_attention(fq, fk, v, self.eps), None
-        if self.form == "recurrent" or (cache is not None and q.shape[-2] == 1):
+        if self.causal_form == "recurrent" or (cache is not None and q.shape[-2] == 1):
             return recurrent_linear_attention(fq, fk, v, self.eps, cache)
-        if self.form == "quadratic" and cache is None:
+        if self.causal_form == "quadratic" and cache is None:
             out = quadratic_linear_attention(fq, fk, v, causal=True, eps=self.eps)
             kv = upcast(fk).transpose(-1, -2) @ upcast(v)
             return out, LinearAttentionState(kv, upcast(fk).sum(-2), q.shape[-2])
@@ -182,7 +182,7 @@ class LinearAttention(nn.Module):
         decoding = state is not None and q.shape[-2] == 1 and self.causal and not torch.is_grad_enabled()
         if hedgehog:
             params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
-            options = {"form": fmap.form, "temperature": fmap.temperature, "eps": self.eps}
+            options = {"activation": fmap.activation, "temperature": fmap.temperature, "eps": self.eps}
         else:
             fq, fk = self.features(q, k, offset)
             if mask is not None:

@@ -458,7 +458,7 @@ def hedgehog_attention(
     bias_q: Tensor,
     weight_k: Tensor,
     bias_k: Tensor,
-    form: str = "softmax",
+    activation: str = "softmax",
     temperature: float = 1.0,
     causal: bool = True,
     eps: float = 1e-6,
@@ -473,11 +473,11 @@ def hedgehog_attention(
     ``key_padding_mask`` (B, T): keys where it is 0 are left out. ``segment_len`` (a multiple
     of the chunk: 64, or 32 at head dim 128) overrides the automatic split of the sequence.
     """
-    if form not in ("softmax", "exp"):
-        raise ValueError(f"Hedgehog form must be 'softmax' or 'exp', got {form!r}")
+    if activation not in ("softmax", "exp"):
+        raise ValueError(f"Hedgehog activation must be 'softmax' or 'exp', got {activation!r}")
     params = [x.float().contiguous() for x in (weight_q, bias_q, weight_k, bias_k)]
     return _run(
-        q, k, v, *params, K.MODES[form], causal, eps, temperature, state, key_padding_mask, segment_len
+        q, k, v, *params, K.MODES[activation], causal, eps, temperature, state, key_padding_mask, segment_len
     )
 
 
@@ -527,12 +527,12 @@ def hedgehog_decode(
     weight_k: Tensor,
     bias_k: Tensor,
     state: tuple[Tensor, Tensor],
-    form: str = "softmax",
+    activation: str = "softmax",
     temperature: float = 1.0,
     eps: float = 1e-6,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One generated token (B, H, 1, D) against the carried state; returns output and new state."""
-    return _decode(q, k, v, weight_q, bias_q, weight_k, bias_k, K.MODES[form], eps, temperature, state)
+    return _decode(q, k, v, weight_q, bias_q, weight_k, bias_k, K.MODES[activation], eps, temperature, state)
 
 
 @torch.no_grad()
