@@ -1,19 +1,20 @@
 """The attention analyses behind the paper's argument, on the real pretrained attention of the encoder.
 
-    python experiments/bert_glue/analysis.py --scale embedded      (make analysis)
+    python -m experiments.bert_glue.analysis --scale embedded      (make analysis)
 
 1. Runs what is missing through the one entry point (``python -m hedgehog.train``):
    stage-1-only distillations of the pretrained encoder (experiment ``bert_glue_distill``, with
    feature-map snapshots along the way): Hedgehog and T2R-HH on the Table-1 task and Hedgehog on the
-   other task, each with 2 seeds; Hedgehog on smaller training sets (seed 0). Then transfer
-   conversions (records under experiments/bert_glue_transfer): BERT-FT of each task and seed whose
+   other task, each with 2 seeds; Hedgehog on smaller training sets (seed 0); their sizes, and what
+   is measured, come from that experiment's config. Then transfer conversions (experiment
+   ``bert_glue_transfer``, records under outputs/): BERT-FT of each task and seed whose
    stage 1 is replaced by the Hedgehog maps distilled (same seed) on either task's text, then
    finetuned (stage 2) as a Table-1 conversion. They need the BERT-FT teachers of
    ``make reproduce-bert-glue``.
 2. Measures on held-out text (the val split) with every feature map, before and after distillation:
    KL(softmax || linear) per layer (every seed of the maps that depend on one), attention entropy
    per layer and head, weight against q.k (monotonicity), one sentence's attention maps; writes
-   PNGs, analysis.json and summary.md to experiments/bert_glue/analysis/<scale>/.
+   PNGs, analysis.json and summary.md to experiments/bert_glue/tables/<scale>/analysis/.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import statistics
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,80 +34,84 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from hedgehog.attention import linear_attention_weights
+from hedgehog.config import compose, record_dir
 from hedgehog.data.text_classification import TextClassificationDataModule
 from hedgehog.models.conversion import converted_layers, distillation_losses, set_stage
 from hedgehog.models.pretrained import load_tokenizer, sequence_classifier
-from hedgehog.results import DIFFERENCE_RULE, compare_seeds, load_records, mean_spread
-from hedgehog.train import CONF_DIR, register_resolvers
+from hedgehog.paths import output_dir, project_root
+from hedgehog.results import (
+    DIFFERENCE_RULE,
+    attention_label,
+    compare_seeds,
+    load_records,
+    mean_spread,
+    published_records,
+)
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-SETTINGS = {
-    "embedded": {
-        "pretrained": "all-MiniLM-L6-v2",
-        "tasks": ("acceptability", "bbc_topic"),
-        "num_train": 1024,
-        "train_sizes": (16, 64, 256, 1024),
-        "snapshots": (10, 30),
-        "steps": 60,
-        "max_length": 32,
-        "held_out": 128,
-    },
-    "paper": {
-        "pretrained": "bert-base-uncased",
-        "tasks": ("cola", "sst2"),
-        "num_train": 32000,
-        "train_sizes": (1000, 4000, 32000),
-        "snapshots": (100, 300),
-        "steps": 1000,
-        "max_length": 128,
-        "held_out": 1000,
-    },
-}
 SEEDS = (0, 1)  # distillation (and transfer) seeds; the training-set-size runs use seed 0
 # maps whose KL depends on a seed (random features or initialisation, or trained); the rest are fixed
 SEEDED = ("performer", "t2r", "t2r_hh", "hedgehog")
 # rows: (label, attention config, trained feature maps from a distillation run or None)
 UNTRAINED = ("elu1", "relu", "performer", "cosformer", "exp_t", "exp_t2", "taylor2")
-LABELS = {
-    "elu1": "1+ELU",
-    "relu": "ReLU",
-    "performer": "Performer",
-    "cosformer": "cosFormer",
-    "exp_t": "exp(t=1)",
-    "exp_t2": "exp(t=2)",
-    "taylor2": "Taylor-2",
-    "t2r": "T2R (init)",
-    "t2r_hh": "T2R-HH (distilled)",
-    "hedgehog_init": "Hedgehog (init)",
-    "hedgehog": "Hedgehog (distilled)",
+# the measured rows: trained maps before (init) and after distillation
+LABELS = {name: attention_label(name) for name in UNTRAINED} | {
+    "t2r": f"{attention_label('t2r')} (init)",
+    "t2r_hh": f"{attention_label('t2r_hh')} (distilled)",
+    "hedgehog_init": f"{attention_label('hedgehog')} (init)",
+    "hedgehog": f"{attention_label('hedgehog')} (distilled)",
 }
 
 
+@cache
+def settings(scale: str) -> dict[str, Any]:
+    """The stage-1-only runs' sizes and what the analysis measures, from experiment=bert_glue_distill's config."""
+    cfg = compose(["experiment=bert_glue_distill", f"scale={scale}"])
+    return {
+        "pretrained": cfg.model.pretrained,
+        "tasks": tuple(cfg.analysis.tasks),
+        "num_train": cfg.data.num_train,
+        "train_sizes": tuple(cfg.analysis.train_sizes),
+        "snapshots": tuple(cfg.task.feature_map_snapshots),
+        "steps": cfg.task.distill_steps,
+        "max_length": cfg.data.max_length,
+        "held_out": cfg.analysis.held_out,
+    }
+
+
+@cache
 def feature_map_file(
     scale: str, attention: str, task: str, num_train: int, seed: int, step: int | None = None
 ) -> Path:
-    stem = f"{attention}-{task}-n{num_train}-s{seed}"
-    name = f"{stem}-step{step}.pt" if step else f"{stem}.pt"
-    return ROOT / "outputs" / "bert_glue_distill" / "feature_maps" / scale / name
+    """Where the stage-1-only run (experiment=bert_glue_distill) saves these maps (with step: its snapshot)."""
+    cfg = compose(
+        [
+            "experiment=bert_glue_distill",
+            f"scale={scale}",
+            f"attention={attention}",
+            f"data.task={task}",
+            f"data.num_train={num_train}",
+            f"seed={seed}",
+        ]
+    )
+    path = Path(cfg.task.save_feature_maps)
+    return path.with_name(f"{path.stem}-step{step}.pt") if step else path
 
 
 def train(overrides: list[str]) -> None:
     """Runs through the entry point (a multirun when an override lists values); raises if one fails."""
-    quiet = ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
+    quiet = ["callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
     command = [sys.executable, "-m", "hedgehog.train", "--multirun", *overrides, *quiet]
     print("running:", " ".join(overrides), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
+    subprocess.run(command, cwd=project_root(), check=True)
 
 
 def distill_runs(scale: str) -> list[tuple[str, str, tuple[int, ...], tuple[int, ...]]]:
     """(attention, task, training-set sizes, seeds) of the stage-1-only runs; one multirun each."""
-    s = SETTINGS[scale]
+    s = settings(scale)
     main_task, other_task = s["tasks"]
     smaller = tuple(n for n in s["train_sizes"] if n != s["num_train"])
     return [
@@ -116,13 +122,24 @@ def distill_runs(scale: str) -> list[tuple[str, str, tuple[int, ...], tuple[int,
     ]
 
 
-def transfer_run_name(source: str, target: str, seed: int | str) -> str:
-    return f"hedgehog-maps_from_{source}-{target}-s{seed}"
+@cache
+def transfer_record(scale: str, source: str, target: str, seed: int) -> Path:
+    """The record file of one transfer run (experiment=bert_glue_transfer)."""
+    cfg = compose(
+        [
+            "experiment=bert_glue_transfer",
+            f"scale={scale}",
+            f"transfer_source={source}",
+            f"data.task={target}",
+            f"seed={seed}",
+        ]
+    )
+    return record_dir(cfg) / f"{cfg.run_name}.json"
 
 
 def run_missing(scale: str) -> None:
     """The distillation and transfer runs the measurements need, unless their outputs exist."""
-    s = SETTINGS[scale]
+    s = settings(scale)
     joined = ",".join
     for attention, task, sizes, seeds in distill_runs(scale):
         if not all(
@@ -138,39 +155,28 @@ def run_missing(scale: str) -> None:
                     f"seed={joined(map(str, seeds))}",
                 ]
             )
-    transfer_dir = ROOT / "experiments" / "bert_glue_transfer" / "records" / scale
-    names = [transfer_run_name(a, b, seed) for a in s["tasks"] for b in s["tasks"] for seed in SEEDS]
-    if all((transfer_dir / f"{name}.json").exists() for name in names):
+    pairs = [(a, b, seed) for a in s["tasks"] for b in s["tasks"] for seed in SEEDS]
+    if all(transfer_record(scale, *pair).exists() for pair in pairs):
         return
-    maps = feature_map_file(scale, "hedgehog", "SOURCE", s["num_train"], 0)
-    maps = str(maps).replace("SOURCE", "${transfer_source}").replace("-s0.pt", "-s${seed}.pt")
     train(
         [
-            "experiment=bert_glue",
+            "experiment=bert_glue_transfer",
             f"scale={scale}",
-            "attention=hedgehog",
-            f"+transfer_source={joined(s['tasks'])}",
+            f"transfer_source={joined(s['tasks'])}",
             f"data.task={joined(s['tasks'])}",
             f"seed={joined(map(str, SEEDS))}",
-            f"model.feature_maps={maps}",
-            "task.distill_steps=0",
-            "experiment_name=bert_glue_transfer",
-            f"run_name={transfer_run_name('${transfer_source}', '${data.task}', '${seed}')}",
         ]
     )
 
 
 def attention_config(name: str, max_len: int, seed: int = 0):
     """The attention constructor of conf/attention/<name>.yaml."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"attention={name}", f"model.max_len={max_len}", f"seed={seed}"])
+    cfg = compose([f"attention={name}", f"model.max_len={max_len}", f"seed={seed}"])
     return instantiate(cfg.attention)
 
 
 def held_out(scale: str, task: str) -> dict[str, torch.Tensor]:
-    s = SETTINGS[scale]
+    s = settings(scale)
     data = TextClassificationDataModule(
         task,
         load_tokenizer(s["pretrained"]),
@@ -187,7 +193,7 @@ class Probe:
     """The pretrained encoder converted with one feature map, run with softmax outputs (the teacher's q, k)."""
 
     def __init__(self, scale: str, attention: str, maps: Path | None, seed: int = 0) -> None:
-        s = SETTINGS[scale]
+        s = settings(scale)
         torch.manual_seed(seed)  # the initial T2R map is random
         self.model = sequence_classifier(
             s["pretrained"], 2, attention_config(attention, s["max_length"], seed), feature_maps=maps
@@ -230,7 +236,7 @@ def probes(scale: str, seed: int = 0) -> dict[str, tuple[str, Path | None]]:
     """Rows of the measurements: name -> (attention config, trained feature maps or None), for one seed.
 
     Trained rows whose distillation run of this seed is missing are left out."""
-    s = SETTINGS[scale]
+    s = settings(scale)
     main_task = s["tasks"][0]
     rows = {name: (name, None) for name in UNTRAINED}
     rows["t2r"] = ("t2r", None)
@@ -243,7 +249,7 @@ def probes(scale: str, seed: int = 0) -> dict[str, tuple[str, Path | None]]:
 
 
 def measure(scale: str) -> dict[str, Any]:
-    s = SETTINGS[scale]
+    s = settings(scale)
     main_task, other_task = s["tasks"]
     text = {t: held_out(scale, t) for t in s["tasks"]}
     batch = text[main_task]
@@ -293,7 +299,7 @@ def measure(scale: str) -> dict[str, Any]:
 
     def found(path: Path) -> bool:
         if not path.exists():
-            missing.append(str(path.relative_to(ROOT)))
+            missing.append(str(path.relative_to(project_root())))
         return path.exists()
 
     # the KL ranking: mean KL over layers per seed, for every map whose KL depends on a seed
@@ -332,19 +338,19 @@ def measure(scale: str) -> dict[str, Any]:
                     kl = mean_kl("hedgehog", path, target, seed)
                     curves["transfer"].setdefault(f"{source}->{target}", []).append(kl)
     results["curves"] = curves
-    transfer_dir = ROOT / "experiments" / "bert_glue_transfer" / "records" / scale
-    transfer_records = load_records([transfer_dir]) if transfer_dir.exists() else []
+    transfer_files = [
+        transfer_record(scale, a, b, seed) for a in s["tasks"] for b in s["tasks"] for seed in SEEDS
+    ]
+    transfer_records = load_records([f for f in transfer_files if f.exists()])
     scores: dict[str, list[float]] = {}
     for r in sorted(transfer_records, key=lambda r: r["seed"]):
         source, target = r["config"]["transfer_source"], r["config"]["data"]["task"]
         scores.setdefault(f"{source}->{target}", []).append(r["metrics"]["test/score"])
-    for source in s["tasks"]:
-        for target in s["tasks"]:
-            for seed in SEEDS:
-                found(transfer_dir / f"{transfer_run_name(source, target, seed)}.json")
+    for path in transfer_files:
+        found(path)
     # the Table-1 / GLUE-table Hedgehog conversions of the same BERT-FT (stage 1 on BERT-FT itself)
     reference: dict[str, list[float]] = {}
-    table_dir = HERE / "records" / scale
+    table_dir = published_records("bert_glue", scale)
     for r in sorted(load_records([table_dir]) if table_dir.exists() else [], key=lambda r: r["seed"]):
         if r["attention"] in ("hedgehog", "softmax") and r["seed"] in SEEDS:
             reference.setdefault(f"{r['attention']} {r['config']['data']['task']}", []).append(
@@ -418,7 +424,7 @@ def figures(results: dict[str, Any], out: Path) -> None:
     tokens = results["heatmap_tokens"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 5))
     for ax, n, title in zip(
-        axes, ("softmax", "hedgehog", "elu1"), ("softmax", "Hedgehog (distilled)", "1+ELU"), strict=True
+        axes, ("softmax", "hedgehog", "elu1"), ("softmax", LABELS["hedgehog"], LABELS["elu1"]), strict=True
     ):
         ax.imshow(results["heatmap"][n], cmap="magma")
         ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
@@ -560,10 +566,10 @@ def summary(results: dict[str, Any]) -> str:
 def main(scale: str, skip_runs: bool) -> None:
     if not skip_runs:
         run_missing(scale)
-    out = HERE / "analysis" / scale
+    out = HERE / "tables" / scale / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     results = measure(scale)
-    scratch = ROOT / "outputs" / "bert_glue_analysis" / scale
+    scratch = output_dir() / "bert_glue_analysis" / scale
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "measurements.json").write_text(json.dumps(results) + "\n")  # every point, for re-plotting
     (out / "analysis.json").write_text(
@@ -587,7 +593,7 @@ def main(scale: str, skip_runs: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="embedded", choices=sorted(SETTINGS))
+    parser.add_argument("--scale", default="embedded", choices=["embedded", "paper"])
     parser.add_argument("--skip-runs", action="store_true", help="only measure and plot (the runs exist)")
     args = parser.parse_args()
     main(args.scale, args.skip_runs)

@@ -1,4 +1,4 @@
-"""Attention distillation (method.md, Sec. 5): teach phi to mimic softmax attention weights.
+"""Attention distillation (Hedgehog's stage 1, Zhang et al. 2024): teach phi to mimic softmax attention weights.
 
 Teacher: a = softmax(q k^T / sqrt(d)) from the frozen q, k. Student: the linear attention
 weights a_hat = phi_q(q) . phi_k(k_j) / sum_j' phi_q(q) . phi_k(k_j') from the same q, k.

@@ -1,6 +1,6 @@
 """Linear attention given features, in the forms that compute the same function.
 
-Notation (method.md, Sec. 1): features fq = phi(q), fk = phi(k) of shape (B, H, T, F),
+Notation: features fq = phi(q), fk = phi(k) of shape (B, H, T, F),
 values v of shape (B, H, T, Dv). Causal output
 
     y_n = fq_n . S_n / (fq_n . z_n + eps),  S_n = sum_{i<=n} fk_i v_i^T,  z_n = sum_{i<=n} fk_i

@@ -86,12 +86,9 @@ class AssociativeRecallDataModule(pl.LightningDataModule):
                 self.splits[split] = TensorDataset(inputs, labels)
 
     def train_dataloader(self) -> ResumableLoader:
-        loader = ResumableLoader(self.splits["train"], self.hparams.batch_size, self.hparams.seed)
-        trainer = self.trainer
-        if trainer is not None:
-            loader.batches_done = lambda: trainer.global_step * trainer.accumulate_grad_batches
-            loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
-        return loader
+        return ResumableLoader.for_trainer(
+            self.splits["train"], self.hparams.batch_size, self.hparams.seed, self.trainer
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["val"], batch_size=self.hparams.batch_size)

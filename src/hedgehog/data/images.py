@@ -346,18 +346,6 @@ def batch_loader(dataset: Dataset, batch_size: int) -> DataLoader:
     )
 
 
-def resumable_train_loader(
-    module: pl.LightningDataModule, dataset: Dataset, batch_size: int, seed: int
-) -> ResumableLoader:
-    """The training loader, resuming from the trainer's step and sharded over its ranks."""
-    loader = ResumableLoader(dataset, batch_size, seed)
-    trainer = module.trainer
-    if trainer is not None:
-        loader.batches_done = lambda: trainer.global_step * trainer.accumulate_grad_batches
-        loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
-    return loader
-
-
 # -- the datamodule --------------------------------------------------------------------------------
 
 DATASETS = ("mnist", "digits", "imagenet")
@@ -460,7 +448,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             )
 
     def train_dataloader(self) -> ResumableLoader:
-        return resumable_train_loader(self, self.splits["train"], self.batch_size, self.seed)
+        return ResumableLoader.for_trainer(self.splits["train"], self.batch_size, self.seed, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.splits["val"], self.eval_batch_size)

@@ -538,12 +538,9 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         self.stats["blocks"] = {split: len(blocks) for split, blocks in self.splits.items()}
 
     def train_dataloader(self) -> ResumableLoader:
-        loader = ResumableLoader(self.splits["train"], self.hparams.batch_size, self.hparams.seed)
-        trainer = self.trainer
-        if trainer is not None:
-            loader.batches_done = lambda: trainer.global_step * trainer.accumulate_grad_batches
-            loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
-        return loader
+        return ResumableLoader.for_trainer(
+            self.splits["train"], self.hparams.batch_size, self.hparams.seed, self.trainer
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(

@@ -35,6 +35,17 @@ class ResumableLoader:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.batches_done, self.rank, self.world_size = batches_done, rank, world_size
 
+    @classmethod
+    def for_trainer(
+        cls, dataset: Dataset, batch_size: int, seed: int, trainer: Any = None
+    ) -> ResumableLoader:
+        """A training loader that resumes from ``trainer``'s step and is sharded over its ranks (if given)."""
+        loader = cls(dataset, batch_size, seed)
+        if trainer is not None:
+            loader.batches_done = lambda: trainer.global_step * trainer.accumulate_grad_batches
+            loader.rank, loader.world_size = trainer.global_rank, trainer.world_size
+        return loader
+
     def __len__(self) -> int:
         return len(self.dataset) // (self.batch_size * self.world_size)
 

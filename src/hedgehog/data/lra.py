@@ -54,7 +54,6 @@ from hedgehog.data.images import (
     load_split,
     mnist_digits,
     pil_to_tensor,
-    resumable_train_loader,
     split_indices,
     to_grey,
 )
@@ -404,7 +403,7 @@ class LRADataModule(pl.LightningDataModule):
             self.splits[split] = SequenceBatches(documents, labels[keep], self.spec.shift)
 
     def train_dataloader(self) -> ResumableLoader:
-        return resumable_train_loader(self, self.splits["train"], self.batch_size, self.seed)
+        return ResumableLoader.for_trainer(self.splits["train"], self.batch_size, self.seed, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.splits["val"], self.eval_batch_size)

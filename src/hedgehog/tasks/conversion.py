@@ -1,4 +1,4 @@
-"""Finetuned conversion of a pretrained encoder (method.md, Secs. 5-6), in one Lightning run of two stages.
+"""Finetuned conversion of a pretrained encoder (Hedgehog's two-stage recipe), in one Lightning run of two stages.
 
 Stage 1 (``distill_steps`` steps): attention distillation. Only the feature maps train, with one
 AdamW over all of them, on the layer-averaged distillation loss against each layer's own softmax

@@ -1,6 +1,6 @@
 """Time stage 1 (attention distillation) of one embedded conversion, step by step.
 
-    python experiments/bert_glue/time_stage1.py [--steps 40] [--attention hedgehog] [--task acceptability]
+    python -m experiments.bert_glue.lab.time_stage1 [--steps 40] [--attention hedgehog] [--task acceptability]
 
 Builds the run's data and model from the config of a Table-1 conversion (``experiment=bert_glue``,
 its sizes per scale), starting from the pretrained encoder rather than BERT-FT (the time of a step
@@ -18,11 +18,10 @@ import statistics
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from hedgehog.config import compose
 from hedgehog.models.conversion import distillation_losses, feature_map_parameters, set_stage
-from hedgehog.train import CONF_DIR, register_resolvers
 
 
 def main() -> None:
@@ -33,7 +32,6 @@ def main() -> None:
     parser.add_argument("--scale", default="embedded")
     args = parser.parse_args()
 
-    register_resolvers()
     overrides = [
         "experiment=bert_glue",
         "model.weights=null",
@@ -42,8 +40,7 @@ def main() -> None:
         f"scale={args.scale}",
         "seed=0",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose(overrides)
     torch.manual_seed(0)
     data = instantiate(cfg.data)
     data.setup("fit")
