@@ -273,8 +273,8 @@ def test_clear_errors():
         lm.local_documents(cache_dir("corpora") / "bad.jsonl")
     with pytest.raises(ValueError, match="leave a split empty"):
         lm.split_documents(_documents(5), 0.05, 0.05)
-    with pytest.raises(ValueError, match=r"unknown data\.tokenizer"):
-        LanguageModelingDataModule(tokenizer="sentencepiece")
+    with pytest.raises(FileNotFoundError, match=r"data\.tokenizer takes bpe, gpt2, a tokenizer\.json file"):
+        lm.corpus_tokenizer("sentencepiece", _documents(5), 300)
     with pytest.raises(ValueError, match="vocab_size >= 257"):
         lm.train_bpe(_documents(5), 200)
     dm = LanguageModelingDataModule(corpus=_write_corpus_file(_documents(60)), vocab_size=300, seq_len=4096)

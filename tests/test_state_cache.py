@@ -8,7 +8,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from hedgehog.attention import Elu1FeatureMap, HedgehogFeatureMap, LinearAttention, SoftmaxAttention
 from hedgehog.models.cache import LinearAttentionCache
-from hedgehog.models.conversion import convert, set_stage
+from hedgehog.models.conversion import convert, revert, set_stage
 from tests.test_conversion import SMALL, tiny_gpt2
 
 
@@ -52,6 +52,23 @@ def test_greedy_generation_from_the_state_matches_the_full_forward(family, featu
         full = model(input_ids=cached.sequences).logits
     assert torch.equal(cached.sequences, uncached.sequences)
     torch.testing.assert_close(torch.stack(cached.logits, dim=1), full[:, 5:-1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", MODELS)
+def test_generate_picks_the_state_cache_by_itself(family):
+    """A converted linear model decodes from its fixed-size state with no cache passed: the same tokens
+    and logits as with an explicit LinearAttentionCache, and the full forward's logits."""
+    model = linear_model(family)
+    ids = torch.randint(1, 100, (2, 6))
+    with torch.no_grad():
+        default = greedy(model, ids, output_logits=True)
+        explicit = greedy(model, ids, cache=LinearAttentionCache(model), output_logits=True)
+        full = model(input_ids=default.sequences).logits
+    assert isinstance(default.past_key_values, LinearAttentionCache)
+    assert torch.equal(default.sequences, explicit.sequences)
+    torch.testing.assert_close(torch.stack(default.logits, dim=1), full[:, 5:-1], atol=1e-5, rtol=1e-5)
+    revert(model)
+    assert "generate" not in model.__dict__
 
 
 @pytest.mark.parametrize("family", MODELS)

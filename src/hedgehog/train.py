@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hedgehog.config import conf_dir, record_dir, register_resolvers
 from hedgehog.results.records import code_version, hardware, write_record
+from hedgehog.tasks.callbacks import MetricHistory
 
 
 def _finish_wandb(failed: bool) -> None:
@@ -83,6 +84,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "metrics": metrics,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
+        if history:
+            record["history"] = history
         if trainer.is_global_zero:
             write_record(record_dir(cfg) / f"{cfg.run_name}.json", record)
             for logger in trainer.loggers:

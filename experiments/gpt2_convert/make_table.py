@@ -1,0 +1,146 @@
+"""Table 10 (pretrained GPT-2 converted and finetuned; test perplexity) and its curves, from the run records.
+
+Reads the published records of experiment gpt2_convert (experiments/gpt2_convert/records/<scale>/, tag
+``gpt2_convert``) and writes to experiments/gpt2_convert/tables/<scale>/:
+  table10.{md,tex}   test perplexity per row (mean ± std over seeds, n, per seed) beside the paper's, the
+                     gap of each row to finetuned softmax and the differences our rule establishes
+  curves.png         training losses (stage 1: distillation; stage 2: next-token) against steps
+
+    python -m experiments.gpt2_convert.make_table --scale embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hedgehog.results import (
+    DIFFERENCE_RULE,
+    attention_label,
+    compare_seeds,
+    load_records,
+    mean_spread,
+    paper_results,
+    plot_histories,
+    published_records,
+    write_tables,
+)
+
+HERE = Path(__file__).resolve().parent
+EXPERIMENT = "gpt2_convert"
+# the rows we run -> (label, the paper's row key)
+RUN = {
+    "zero_shot": ("pretrained, zero-shot (softmax)", "gpt2_zero_shot"),
+    "softmax": ("finetuned (softmax)", "gpt2_finetuned"),
+    "t2r": (f"{attention_label('t2r')} (end to end)", "t2r"),
+    "hedgehog": (attention_label("hedgehog"), "hedgehog"),
+}
+NOT_RUN = {"hybrid_h3": "Hybrid H3", "hyena": "Hyena"}
+
+
+def row_of(record: dict[str, Any]) -> str:
+    """A record's row: the zero-shot evaluation is the softmax run in which nothing trained."""
+    task = record["config"]["task"]
+    if record["attention"] == "softmax" and task["distill_steps"] == 0 and task["finetune_steps"] == 0:
+        return "zero_shot"
+    return record["attention"]
+
+
+def make_tables(scale: str, records_dir: Path, out: Path) -> str:
+    """The table and the curves from the records in records_dir, into out; returns the markdown."""
+    found = (
+        load_records([records_dir], experiment=EXPERIMENT, tags=[EXPERIMENT]) if records_dir.exists() else []
+    )
+    records = [r for r in found if "test/ppl" in r["metrics"]]
+    if not records:
+        raise SystemExit(
+            f"no {EXPERIMENT} records with test/ppl under {records_dir}; run `make reproduce-gpt2-convert SCALE={scale}`"
+        )
+    ppl: dict[str, dict[int, float]] = defaultdict(dict)
+    by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r["seed"]):
+        ppl[row_of(r)][r["seed"]] = r["metrics"]["test/ppl"]
+        by_row[row_of(r)].append(r)
+    published = paper_results("gpt2_wikitext103_pretrained_conversion")["rows"]
+    finetuned = list(ppl.get("softmax", {}).values())
+    hedgehog = list(ppl.get("hedgehog", {}).values())
+    rows = []
+    for name, (label, key) in RUN.items():
+        values = list(ppl.get(name, {}).values())
+        gap = (
+            f"{statistics.mean(values) - statistics.mean(finetuned):+.2f}"
+            if values and finetuned and name != "softmax"
+            else ""
+        )
+        paper_gap = f"{published[key] - published['gpt2_finetuned']:+.1f}" if name != "softmax" else ""
+        rows.append(
+            [
+                label,
+                mean_spread(values, digits=2) or "not run",
+                ", ".join(f"s{s}: {v:.2f}" for s, v in ppl.get(name, {}).items()),
+                gap,
+                "" if name == "hedgehog" or not values else compare_seeds(values, hedgehog),
+                f"{published[key]:.1f}",
+                paper_gap,
+            ]
+        )
+    for key, label in NOT_RUN.items():
+        rows.append([label, "not run (the H3/Hyena issue)", "", "", "", f"{published[key]:.1f}", ""])
+    config = records[0]["config"]
+    data, task = config["data"], config["task"]
+    hardware = sorted({r["hardware"] for r in records})
+    wall = sum(r["wall_time_s"] for r in records)
+    caption = (
+        f"Table 10, pretrained GPT-2 converted and finetuned ({scale} scale): test perplexity (lower is better), mean "
+        f"± std over seeds (n). Ours: {config['model']['pretrained']} converted and finetuned on {data['corpus']} "
+        f"({data['seq_len']}-token context, batch {data['batch_size']}); stage 1 (Hedgehog) {task['distill_steps']} "
+        f"steps, stage 2 {task['finetune_steps']} steps for every trained row. 'vs finetuned' is the gap of the row's "
+        f"mean to finetuned softmax, in perplexity points; 'vs Hedgehog': {DIFFERENCE_RULE}. The paper's claim: "
+        f"Hedgehog within about 1 point of finetuned softmax ({published['hedgehog']} vs {published['gpt2_finetuned']}) "
+        f"and ahead of T2R ({published['t2r']}). {len(records)} runs, {wall / 60:.1f} min in all, on "
+        f"{', '.join(hardware)}."
+    )
+    md = write_tables(
+        out,
+        "table10",
+        [
+            "model",
+            "ours: test ppl",
+            "ours: per seed",
+            "ours: vs finetuned",
+            "ours: vs Hedgehog",
+            "paper: test ppl",
+            "paper: vs finetuned",
+        ],
+        rows,
+        caption,
+    )
+    plot_histories(
+        {RUN[n][0]: by_row[n] for n in RUN if n in by_row and n != "zero_shot"},
+        [
+            ("train/distill_loss", "stage 1: distillation loss"),
+            ("train/finetune_loss", "stage 2: next-token loss"),
+        ],
+        out / "curves.png",
+        f"GPT-2 conversion ({scale} scale)",
+    )
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="embedded")
+    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
+    args = parser.parse_args(argv)
+    print(
+        make_tables(
+            args.scale, published_records(EXPERIMENT, args.scale), args.out or HERE / "tables" / args.scale
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

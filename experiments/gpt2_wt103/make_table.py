@@ -1,0 +1,158 @@
+"""The WikiText-103 table (GPT-2 trained from scratch; test perplexity) and its loss curves, from the run records.
+
+Reads the published records of experiment gpt2_wt103 (experiments/gpt2_wt103/records/<scale>/, tag
+``gpt2_wt103``) and writes to experiments/gpt2_wt103/tables/<scale>/:
+  wt103.{md,tex}     test perplexity per row (mean ± std over seeds, n, per seed) beside the paper's,
+                     the differences our rule establishes, and the share of the 1+ELU-softmax gap
+                     Hedgehog closes (the paper's 68.6%)
+  curves.png         validation perplexity and training loss against steps, one line per row
+
+    python -m experiments.gpt2_wt103.make_table --scale embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hedgehog.results import (
+    DIFFERENCE_RULE,
+    attention_label,
+    compare_seeds,
+    load_records,
+    mean_spread,
+    paper_results,
+    plot_histories,
+    published_records,
+    write_tables,
+)
+
+HERE = Path(__file__).resolve().parent
+EXPERIMENT = "gpt2_wt103"
+# the rows we run (attention name -> the paper's row key), in the paper's order
+RUN = {"softmax": "transformer", "hedgehog": "hedgehog", "elu1": "elu1", "performer": "performer"}
+# rows shown from the published numbers only
+NOT_RUN = {"reformer": "Reformer", "aft_conv": "AFT-conv"}
+
+
+def row_label(attention: str) -> str:
+    return "Transformer (softmax)" if attention == "softmax" else attention_label(attention)
+
+
+def gap_share(softmax: float, hedgehog: float, elu1: float) -> float:
+    """The share (%) of the perplexity gap between 1+ELU and softmax that Hedgehog closes."""
+    return 100.0 * (elu1 - hedgehog) / (elu1 - softmax)
+
+
+def published_ppl(row: dict[str, Any] | None) -> str:
+    if not row:
+        return ""
+    mark = " (unconfirmed)" if row.get("provenance") == "unconfirmed" else ""
+    return f"{row['ppl']:.1f}{mark}"
+
+
+def seed_gap_shares(ppl: dict[str, dict[int, float]]) -> list[float]:
+    """The gap share per seed that all three rows ran (each seed's own softmax, Hedgehog and 1+ELU)."""
+    seeds = sorted(set(ppl.get("softmax", {})) & set(ppl.get("hedgehog", {})) & set(ppl.get("elu1", {})))
+    return [gap_share(ppl["softmax"][s], ppl["hedgehog"][s], ppl["elu1"][s]) for s in seeds]
+
+
+def make_tables(scale: str, records_dir: Path, out: Path) -> str:
+    """The table and the curves from the records in records_dir, into out; returns the markdown."""
+    found = (
+        load_records([records_dir], experiment=EXPERIMENT, tags=[EXPERIMENT]) if records_dir.exists() else []
+    )
+    records = [r for r in found if "test/ppl" in r["metrics"]]
+    if not records:
+        raise SystemExit(
+            f"no {EXPERIMENT} records with test/ppl under {records_dir}; run `make reproduce-gpt2-wt103 SCALE={scale}`"
+        )
+    ppl: dict[str, dict[int, float]] = defaultdict(dict)
+    by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r["seed"]):
+        ppl[r["attention"]][r["seed"]] = r["metrics"]["test/ppl"]
+        by_row[r["attention"]].append(r)
+    published = paper_results("wikitext103_from_scratch")["rows"]
+    hedgehog = list(ppl.get("hedgehog", {}).values())
+    rows = []
+    for name, key in RUN.items():
+        values = list(ppl.get(name, {}).values())
+        rows.append(
+            [
+                row_label(name),
+                mean_spread(values, digits=2) or "not run",
+                ", ".join(f"s{s}: {v:.2f}" for s, v in ppl.get(name, {}).items()),
+                "" if name == "hedgehog" or not values else compare_seeds(values, hedgehog),
+                published_ppl(published.get(key)),
+            ]
+        )
+    for key, label in NOT_RUN.items():
+        rows.append([label, "not run", "", "", published_ppl(published.get(key))])
+    rows.append(["H3, Hyena", "not run (the H3/Hyena issue)", "", "", ""])
+
+    shares = seed_gap_shares(ppl)
+    means = {n: statistics.mean(v.values()) for n, v in ppl.items()}
+    share_of_means = (
+        f"{gap_share(means['softmax'], means['hedgehog'], means['elu1']):.1f}%"
+        if all(n in means for n in ("softmax", "hedgehog", "elu1"))
+        else "not computable (a row is missing)"
+    )
+    paper = {
+        k: published[v]["ppl"]
+        for k, v in (("softmax", "transformer"), ("hedgehog", "hedgehog"), ("elu1", "elu1"))
+    }
+    sizes = records[0]["config"]
+    model, data = sizes["model"]["config"], sizes["data"]
+    tokens = sorted({r["global_step"] * data["batch_size"] * data["seq_len"] for r in records})
+    hardware = sorted({r["hardware"] for r in records})
+    wall = sum(r["wall_time_s"] for r in records)
+    caption = (
+        f"WikiText-103 table, GPT-2 trained from scratch ({scale} scale): test perplexity (lower is better), mean ± "
+        f"std over seeds (n). Ours: {model['n_layer']} layers, width {model['n_embd']}, {model['n_head']} heads, "
+        f"{data['seq_len']}-token context, corpus {data['corpus']}, {data['tokenizer']} tokenizer of "
+        f"{data['vocab_size']}, {', '.join(f'{t:,}' for t in tokens)} training tokens per run. Share of the 1+ELU - "
+        f"softmax gap Hedgehog closes: {share_of_means} of the means"
+        + (f", per seed {', '.join(f'{s:.1f}%' for s in shares)}" if shares else "")
+        + f" (paper: {gap_share(paper['softmax'], paper['hedgehog'], paper['elu1']):.1f}%, from 1+ELU's unconfirmed "
+        f"25.6). 'vs Hedgehog': {DIFFERENCE_RULE}. {len(records)} runs, {wall / 60:.1f} min of training and testing "
+        f"in all, on {', '.join(hardware)}."
+    )
+    md = write_tables(
+        out,
+        "wt103",
+        [
+            "model",
+            "ours: test ppl",
+            "ours: per seed",
+            "ours: vs Hedgehog",
+            "paper: test ppl (WikiText-103, 125M)",
+        ],
+        rows,
+        caption,
+    )
+    plot_histories(
+        {row_label(n): by_row[n] for n in RUN if n in by_row},
+        [("val/ppl", "validation perplexity"), ("train/loss", "training loss (nats per token)")],
+        out / "curves.png",
+        f"GPT-2 from scratch ({scale} scale)",
+    )
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="embedded")
+    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
+    args = parser.parse_args(argv)
+    print(
+        make_tables(
+            args.scale, published_records(EXPERIMENT, args.scale), args.out or HERE / "tables" / args.scale
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
