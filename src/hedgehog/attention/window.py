@@ -47,10 +47,10 @@ from torch import Tensor
 
 from hedgehog.attention.linear_attention import DEFAULT_EPS, LinearAttentionState, check_features, upcast
 
-F = TypeVar("F", bound=Callable)
+Fn = TypeVar("Fn", bound=Callable)
 
 
-def _autocast_off(fn: F) -> F:
+def _autocast_off(fn: Fn) -> Fn:
     """Run ``fn`` (whose first argument is a tensor) with autocast off on that tensor's device."""
 
     @functools.wraps(fn)
@@ -124,7 +124,7 @@ def _key_mask(key_padding_mask: Tensor | None, k: Tensor) -> Tensor:
 
 
 def _linear_queries(fq: Tensor, window_factor: Tensor) -> Tensor:
-    """phi(q) / gamma_h in float32: the linear part's query features, relative to a window term exp(s - m)."""
+    """phi(q) / gamma_h (gamma_h > 0) in float32: the linear part's query features, beside window terms exp(s - m)."""
     fq = upcast(fq)
     return fq / window_factor.to(fq.dtype)[:, None, None]
 
