@@ -181,7 +181,8 @@ def test_stages_freeze_and_route():
         set_stage(model, "pretrain")
 
 
-def test_distill_stage_outputs_softmax_and_trains_only_feature_maps():
+@pytest.mark.parametrize("loss", ["xent", "mse"])
+def test_distill_stage_outputs_softmax_and_trains_only_feature_maps(loss):
     model = tiny_bert()
     batch = padded_batch()
     with torch.no_grad():
@@ -190,7 +191,7 @@ def test_distill_stage_outputs_softmax_and_trains_only_feature_maps():
     set_stage(model, "distill")
     logits = model(**batch).logits
     torch.testing.assert_close(logits.detach(), reference, atol=1e-5, rtol=1e-5)
-    losses = distillation_losses(model)
+    losses = distillation_losses(model, loss)  # mse matches outputs: the layers record v too
     assert len(losses) == 2
     torch.stack(losses).mean().backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None}

@@ -213,7 +213,7 @@ class Probe:
     def weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(softmax weights, linear weights, q.k/sqrt(d), key mask) of one layer from the last run."""
         converted = converted_layers(self.model)[layer]
-        q, k, mask = converted.recorded
+        q, k, _, mask = converted.recorded
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         keys = mask[:, None, None, :]
         teacher = torch.softmax(logits.masked_fill(~keys, float("-inf")), dim=-1)

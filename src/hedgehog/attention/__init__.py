@@ -1,4 +1,5 @@
-"""Hedgehog and baseline linear attentions: feature maps, the three causal forms, distillation."""
+"""Hedgehog and baseline linear attentions: feature maps, the three causal forms, the sliding-window hybrid,
+distillation."""
 
 from hedgehog.attention.distillation import attention_distillation_loss, softmax_attention_weights
 from hedgehog.attention.feature_maps import (
@@ -12,7 +13,13 @@ from hedgehog.attention.feature_maps import (
     T2RFeatureMap,
     Taylor2FeatureMap,
 )
-from hedgehog.attention.layer import KVCache, LinearAttention, SoftmaxAttention, check_qkv
+from hedgehog.attention.layer import (
+    KVCache,
+    LinearAttention,
+    SlidingWindowLinearAttention,
+    SoftmaxAttention,
+    check_qkv,
+)
 from hedgehog.attention.linear_attention import (
     LinearAttentionState,
     chunked_linear_attention,
@@ -20,6 +27,14 @@ from hedgehog.attention.linear_attention import (
     noncausal_linear_attention,
     quadratic_linear_attention,
     recurrent_linear_attention,
+)
+from hedgehog.attention.window import (
+    WindowAttentionState,
+    chunked_window_attention,
+    quadratic_window_attention,
+    recurrent_window_attention,
+    window_attention_state,
+    window_attention_weights,
 )
 
 __all__ = [
@@ -33,15 +48,22 @@ __all__ = [
     "LinearAttentionState",
     "PerformerFeatureMap",
     "ReluFeatureMap",
+    "SlidingWindowLinearAttention",
     "SoftmaxAttention",
     "T2RFeatureMap",
     "Taylor2FeatureMap",
+    "WindowAttentionState",
     "attention_distillation_loss",
     "check_qkv",
     "chunked_linear_attention",
+    "chunked_window_attention",
     "linear_attention_weights",
     "noncausal_linear_attention",
     "quadratic_linear_attention",
+    "quadratic_window_attention",
     "recurrent_linear_attention",
+    "recurrent_window_attention",
     "softmax_attention_weights",
+    "window_attention_state",
+    "window_attention_weights",
 ]

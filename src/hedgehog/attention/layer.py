@@ -1,13 +1,14 @@
 """Attention modules with one call signature, so models never know which attention they hold.
 
-Both take projected q, k, v laid out (batch, heads, tokens, head_dim) and return the output
+All take projected q, k, v laid out (batch, heads, tokens, head_dim) and return the output
 (same layout) and a cache for the next call: a KV cache for softmax, the fixed-size
-recurrent state for linear attention. Models build them from config as
+recurrent state for linear attention and for the sliding-window hybrid. Models build them from config as
 ``attention(num_heads=..., head_dim=..., causal=...)`` (a Hydra partial).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,6 +26,13 @@ from hedgehog.attention.linear_attention import (
     quadratic_linear_attention,
     recurrent_linear_attention,
     upcast,
+)
+from hedgehog.attention.window import (
+    WindowAttentionState,
+    chunked_window_attention,
+    quadratic_window_attention,
+    recurrent_window_attention,
+    window_attention_state,
 )
 
 CAUSAL_FORMS = ("chunked", "quadratic", "recurrent")
@@ -200,3 +208,78 @@ class LinearAttention(nn.Module):
         else:
             out, new = kernels.linear_attention(fq, fk, v, causal=self.causal, eps=self.eps, state=state)
         return out, None if new is None else LinearAttentionState(new[0], new[1], offset + q.shape[-2])
+
+
+class SlidingWindowLinearAttention(nn.Module):
+    """LoLCATs' hybrid: softmax over the last ``window`` keys plus linear attention over the keys before them.
+
+    One normaliser over both parts (``hedgehog.attention.window``); the softmax part is weighted per
+    head by gamma_h = sigmoid(``window_factor_logit``), which starts at ``window_factor`` (LoLCATs:
+    0.1) and trains with the feature map in stage 1. Causal only (the hybrid serves decoder LLMs).
+    ``causal_form`` as for ``LinearAttention``; the cache is a ``WindowAttentionState``: (S, z) plus
+    the last window - 1 keys and values, fixed in size. No fused kernel yet: CUDA runs the chunked form.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        feature_map: Callable[..., FeatureMap],
+        causal: bool = True,
+        window: int = 64,
+        window_factor: float = 0.1,
+        causal_form: str = "chunked",
+        chunk_size: int = 64,
+        eps: float = DEFAULT_EPS,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        if not causal:
+            raise ValueError(
+                "SlidingWindowLinearAttention is causal only (a window of past keys); for an encoder "
+                "use LinearAttention (attention=hedgehog)"
+            )
+        if causal_form not in CAUSAL_FORMS:
+            raise ValueError(f"causal_form must be one of {CAUSAL_FORMS}, got {causal_form!r}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a positive number of keys, got {window!r}")
+        if not 0.0 < window_factor < 1.0:
+            raise ValueError(
+                f"window_factor is the initial sigmoid(theta_h), strictly between 0 and 1; got {window_factor}"
+            )
+        self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
+        self.feature_map = feature_map(num_heads=num_heads, head_dim=head_dim)
+        logit = math.log(window_factor / (1.0 - window_factor))
+        self.window_factor_logit = nn.Parameter(torch.full((num_heads,), logit))
+        self.window, self.causal_form, self.chunk_size, self.eps = window, causal_form, chunk_size, eps
+        self.check_finite = check_finite
+
+    def window_factors(self) -> Tensor:
+        """gamma_h = sigmoid(theta_h), (num_heads,) in float32: the weight of the softmax part per head."""
+        return torch.sigmoid(upcast(self.window_factor_logit))
+
+    def features(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+        """phi_q(q), phi_k(k) of the linear part: what distillation trains."""
+        return self.feature_map(q, k, offset)
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cache: WindowAttentionState | None = None,
+        key_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, WindowAttentionState]:
+        check_qkv(q, k, v, self.check_finite)
+        if cache is not None and not isinstance(cache, WindowAttentionState):
+            raise TypeError(
+                f"SlidingWindowLinearAttention continues from a WindowAttentionState, got {type(cache).__name__}"
+            )
+        fq, fk = self.features(q, k, cache.offset if cache is not None else 0)
+        args = (q, k, v, fq, fk, self.window, self.window_factors())
+        if self.causal_form == "recurrent" or (cache is not None and q.shape[-2] == 1):
+            return recurrent_window_attention(*args, self.eps, key_padding_mask, cache)
+        if self.causal_form == "quadratic" and cache is None:
+            out = quadratic_window_attention(*args, self.eps, key_padding_mask)
+            return out, window_attention_state(k, fk, v, self.window, key_padding_mask)
+        return chunked_window_attention(*args, self.chunk_size, self.eps, key_padding_mask, cache)

@@ -1,8 +1,9 @@
-"""The generation cache of converted linear-attention models: the fixed-size state per layer, no keys.
+"""The generation cache of converted linear-attention models: the fixed-size state per layer, no key cache.
 
-A causal model whose converted layers are all linear decodes with ``LinearAttentionCache(model)``:
-per layer it keeps the fixed-size ``LinearAttentionState`` (S, z and the tokens seen), never keys
-or values, so time and memory per generated token do not grow with the context. Pass it explicitly
+A causal model whose converted layers are all linear (or sliding-window hybrids) decodes with
+``LinearAttentionCache(model)``: per layer it keeps the fixed-size ``LinearAttentionState`` (S, z and
+the tokens seen), or the hybrid's ``WindowAttentionState`` (the same plus its last window - 1 keys and
+values), never the whole context's keys, so time and memory per generated token do not grow with it. Pass it explicitly
 (``cache=`` is the name in transformers 5.24 and later; earlier releases take only
 ``past_key_values=`` and silently ignore ``cache=``, which then decodes without any past: found on
 the GPU machine's 5.17)::
@@ -22,12 +23,12 @@ from torch import Tensor
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from hedgehog.attention import LinearAttentionState
+from hedgehog.attention import LinearAttentionState, WindowAttentionState
 from hedgehog.models.conversion import CHILD, ConvertedAttention, attention_modules
 
 
 class LinearStateLayer(CacheLayerMixin):
-    """One layer of ``LinearAttentionCache``: its converted attention's state and the tokens seen, no keys."""
+    """One layer of ``LinearAttentionCache``: its converted attention's state and the tokens seen, no key cache."""
 
     is_sliding = False
     is_compileable = False
@@ -36,7 +37,7 @@ class LinearStateLayer(CacheLayerMixin):
 
     def __init__(self) -> None:
         super().__init__()
-        self.state: LinearAttentionState | None = None
+        self.state: LinearAttentionState | WindowAttentionState | None = None
         self.seen = 0
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
@@ -63,19 +64,22 @@ class LinearStateLayer(CacheLayerMixin):
     def reset(self) -> None:
         self.state, self.seen = None, 0
 
+    def _map_rows(self, fn) -> None:
+        """Apply ``fn`` to every tensor field of the state (each has the batch first), keep the rest."""
+        if self.state is not None:
+            self.state = type(self.state)(*(fn(f) if isinstance(f, Tensor) else f for f in self.state))
+
     def batch_select_indices(self, indices: Tensor) -> None:
         """Keep these rows of the batch (beam search reorders with it too: each row's state is its own)."""
         if self.state is not None:
             indices = indices.to(self.state.kv.device)
-            self.state = self.state._replace(kv=self.state.kv[indices], k_sum=self.state.k_sum[indices])
+            self._map_rows(lambda t: t[indices])
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         self.batch_select_indices(beam_idx)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.state is not None:
-            kv, k_sum = (t.repeat_interleave(repeats, dim=0) for t in self.state[:2])
-            self.state = self.state._replace(kv=kv, k_sum=k_sum)
+        self._map_rows(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError(
@@ -85,10 +89,11 @@ class LinearStateLayer(CacheLayerMixin):
 
 
 class LinearAttentionCache(Cache):
-    """The generation cache of a converted causal model whose converted layers are all linear.
+    """The generation cache of a converted causal model whose converted layers are all linear or hybrid.
 
     Per layer it keeps the ``LinearAttentionState`` (S (B, H, F, Dv) and z (B, H, F) in float32,
-    tokens seen) instead of keys and values: memory is fixed and each new token costs O(1). Pass
+    tokens seen), or the hybrid's ``WindowAttentionState`` (plus its last window - 1 keys, features,
+    values and key mask), instead of all keys and values: memory is fixed and each new token costs O(1). Pass
     it as ``model.generate(..., cache=LinearAttentionCache(model))`` or to the forward; one cache
     serves one sequence batch. Beam search works (states are reordered by row); cropping
     (assisted decoding) raises.
@@ -102,7 +107,8 @@ class LinearAttentionCache(Cache):
                 raise ValueError("model is not converted; call convert(model, attention) first")
             if not (converted.is_linear and converted.causal):
                 raise ValueError(
-                    f"LinearAttentionCache needs causal linear attention in every converted layer, but {name} "
+                    f"LinearAttentionCache needs causal linear attention in every converted layer (linear or "
+                    f"sliding-window hybrid), but {name} "
                     f"holds {'causal' if converted.causal else 'non-causal'} "
                     f"{type(converted.attention).__name__}; softmax conversions use transformers' default "
                     "key cache (leave cache unset)"
@@ -130,10 +136,11 @@ class LinearAttentionCache(Cache):
         return keys, values
 
     def nbytes(self) -> int:
-        """Bytes held by the states (the same after 10 tokens or 10,000)."""
+        """Bytes held by the states, every tensor field (the same after 10,000 tokens as after a window's)."""
         return sum(
             t.numel() * t.element_size()
             for layer in self.layers
             if layer.state is not None
-            for t in layer.state[:2]
+            for t in layer.state
+            if isinstance(t, Tensor)
         )

@@ -6,8 +6,9 @@ registered under ``config._attn_implementation`` as ``f(module, query, key, valu
 scaling=..., dropout=...)`` with (batch, heads, tokens, head_dim) tensors, and apply their own
 output projection to the result. ``convert``:
 
-- attaches one project attention module (``LinearAttention`` with any feature map, or
-  ``SoftmaxAttention``), wrapped in ``ConvertedAttention``, as the child ``converted_attention`` of
+- attaches one project attention module (``LinearAttention`` with any feature map, the sliding-window
+  hybrid ``SlidingWindowLinearAttention``, or ``SoftmaxAttention``), wrapped in ``ConvertedAttention``,
+  as the child ``converted_attention`` of
   every self-attention module listed in ``ATTENTION_CLASSES`` for the model's type;
 - registers the attention function ``"hedgehog"`` (and its mask function) with transformers and
   switches the model to it, so each attention module calls its own ``converted_attention``.
@@ -18,9 +19,10 @@ weights, and feature maps act on the same q and k the softmax saw (after RoPE fo
 
 What trains in each stage (``set_stage``, the paper's two-stage recipe: distil, then finetune):
 
-- ``distill``: only feature-map parameters train; every layer outputs its softmax attention
-  (the teacher), so each layer's q and k are exactly the original model's, and records the
-  (q, k) it saw for the attention-distillation loss (``distillation_losses``);
+- ``distill``: only feature-map parameters train (and the hybrid's per-head window factors: what
+  ``feature_map_parameters`` selects); every layer outputs its softmax attention (the teacher), so
+  each layer's q and k are exactly the original model's, and records the (q, k, v) it saw for the
+  attention-distillation loss (``distillation_losses``);
 - ``finetune``: every parameter trains and every layer outputs its converted attention.
 
 Masks: padding reaches the converted attention as a boolean (batch, 1, Tq, Tk) mask (or None);
@@ -37,7 +39,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from types import MethodType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +49,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from hedgehog.attention import (
     KVCache,
     LinearAttention,
+    SlidingWindowLinearAttention,
     SoftmaxAttention,
     attention_distillation_loss,
 )
@@ -57,6 +60,9 @@ if TYPE_CHECKING:
 ATTN_IMPLEMENTATION = "hedgehog"
 CHILD = "converted_attention"
 STAGES = ("distill", "finetune")
+# What stage 1 trains, by name under each converted attention: the feature maps, and the per-head
+# window factors of the sliding-window hybrid (saved and loaded with the feature maps).
+DISTILLED = (f"{CHILD}.attention.feature_map.", f"{CHILD}.attention.window_factor_logit")
 
 # Self-attention classes that call transformers' attention interface, by config.model_type.
 # Several names per family cover the transformers versions the project runs on.
@@ -71,11 +77,20 @@ ATTENTION_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
+class RecordedAttention(NamedTuple):
+    """What a converted layer saw in its last forward (detached, kv heads repeated to the query heads)."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    key_padding_mask: Tensor | None
+
+
 class ConvertedAttention(nn.Module):
     """The project attention of one converted layer, plus the softmax teacher on the same q, k.
 
     ``teacher_forward`` makes the layer output softmax attention (stage 1); ``record`` keeps the
-    last (q, k, key_padding_mask) it saw, detached, for the distillation loss and the analyses.
+    last ``RecordedAttention`` it saw, for the distillation loss and the analyses.
     """
 
     def __init__(self, attention: nn.Module, num_heads: int, head_dim: int, causal: bool) -> None:
@@ -85,12 +100,13 @@ class ConvertedAttention(nn.Module):
         self.num_heads, self.head_dim, self.causal = num_heads, head_dim, causal
         self.teacher_forward = False
         self.record = False
-        self.recorded: tuple[Tensor, Tensor, Tensor | None] | None = None
+        self.recorded: RecordedAttention | None = None
         self.pending: LinearStateLayer | None = None  # set by LinearAttentionCache.update for one call
 
     @property
     def is_linear(self) -> bool:
-        return isinstance(self.attention, LinearAttention)
+        """Feature maps and a fixed-size state: linear attention or the sliding-window hybrid."""
+        return isinstance(self.attention, LinearAttention | SlidingWindowLinearAttention)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None) -> Tensor:
         """q (B, H, Tq, D); k, v (B, Hkv, Tk, D); returns (B, H, Tq, D)."""
@@ -100,7 +116,7 @@ class ConvertedAttention(nn.Module):
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         key_padding_mask = _key_padding_mask(attention_mask, k.shape[-2])
         if self.record:
-            self.recorded = (q.detach(), k.detach(), key_padding_mask)
+            self.recorded = RecordedAttention(q.detach(), k.detach(), v.detach(), key_padding_mask)
         if slot is not None:
             return self._continue(slot, q, k, v, key_padding_mask)
         attention = self.teacher if self.teacher_forward else self.attention
@@ -287,9 +303,13 @@ def converted_layers(model: nn.Module) -> list[ConvertedAttention]:
     return layers
 
 
+def _distilled(name: str) -> bool:
+    return any(part in name for part in DISTILLED)
+
+
 def feature_map_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Parameters of the feature maps (what stage 1 trains), by name."""
-    return {n: p for n, p in model.named_parameters() if f"{CHILD}.attention.feature_map." in n}
+    """Parameters of the feature maps and window factors (what stage 1 trains), by name."""
+    return {n: p for n, p in model.named_parameters() if _distilled(n)}
 
 
 def set_stage(model: nn.Module, stage: str) -> dict[str, int]:
@@ -309,10 +329,8 @@ def set_stage(model: nn.Module, stage: str) -> dict[str, int]:
 
 
 def feature_map_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The trained part of stage 1 (feature-map parameters and buffers), to save and load alone."""
-    return {
-        k: v.detach().clone() for k, v in model.state_dict().items() if f"{CHILD}.attention.feature_map." in k
-    }
+    """The trained part of stage 1 (feature-map parameters and buffers, window factors), to save and load alone."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if _distilled(k)}
 
 
 def load_feature_maps(model: nn.Module, state: dict[str, Tensor]) -> None:
@@ -327,9 +345,10 @@ def load_feature_maps(model: nn.Module, state: dict[str, Tensor]) -> None:
 
 
 def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
-    """Attention-distillation loss of every converted linear layer, from the q, k recorded in the last forward.
+    """Attention-distillation loss of every converted linear or hybrid layer, from what it recorded last forward.
 
     Averaged over (batch, head, real query row): padded positions are left out of teacher and student.
+    A sliding-window hybrid's student is the hybrid itself (its window and current window factors).
     """
     losses = []
     for i, layer in enumerate(converted_layers(model)):
@@ -339,12 +358,18 @@ def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
             raise RuntimeError(
                 f"converted layer {i} recorded no q, k; call set_stage(model, 'distill') and run a forward first"
             )
-        q, k, mask = layer.recorded
-        fq, fk = layer.attention.features(q, k)
+        q, k, v, mask = layer.recorded
+        attention = layer.attention
+        fq, fk = attention.features(q, k)
         if mask is not None and bool(mask.all()):
             mask = None
+        hybrid = {}
+        if isinstance(attention, SlidingWindowLinearAttention):
+            hybrid = {"window": attention.window, "window_factor": attention.window_factors()}
         losses.append(
-            attention_distillation_loss(q, k, fq, fk, causal=layer.causal, loss=loss, key_padding_mask=mask)
+            attention_distillation_loss(
+                q, k, fq, fk, causal=layer.causal, loss=loss, v=v, key_padding_mask=mask, **hybrid
+            )
         )
     if not losses:
         raise ValueError("distillation needs linear attention, but every converted layer is softmax")

@@ -7,6 +7,7 @@ ATTENTION_LABELS: dict[str, str] = {
     "hedgehog": "Hedgehog",
     "hedgehog_auto": "Hedgehog (T = d^-1/4; deviation)",
     "hedgehog_exp": "Hedgehog (exp activation)",
+    "hedgehog_window": "Hedgehog + sliding window (LoLCATs)",
     "taylor2": "Taylor-2",
     "elu1": "1 + ELU",
     "relu": "ReLU",
