@@ -2,6 +2,7 @@
 
 import math
 from functools import partial
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -9,6 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hedgehog.attention import HedgehogFeatureMap, LinearAttention, SoftmaxAttention
+from hedgehog.generate import load
+from hedgehog.generate import main as generate_main
 from hedgehog.models.conversion import distillation_losses, feature_map_parameters, set_stage
 from hedgehog.models.pretrained import causal_lm, save_pretrained_model
 from hedgehog.tasks.conversion import ConversionTask
@@ -162,3 +165,26 @@ def test_pretraining_run_hands_its_model_to_the_conversion(tmp_path):
     record = train(convert)
     assert record["config"]["model"]["pretrained"] == pretrained
     assert math.isfinite(record["metrics"]["test/ppl"]) and record["metrics"]["test/distill_steps"] == 2
+
+
+def test_generate_cli_from_a_run_and_from_a_saved_model(tmp_path, capsys):
+    """hedgehog-generate rebuilds a run's model from its record and checkpoint, or loads a saved folder,
+    and prints the greedy continuation the model itself gives."""
+    cfg = compose_config(["experiment=gpt2_wt103", "attention=hedgehog", *TINY], tmp_path)
+    train(cfg)
+    capsys.readouterr()  # the run's own test table
+    run = Path(cfg.paths.output_dir)
+    model, tokenizer = load(run)
+    prompt = "The jury said"
+    ids = torch.tensor([tokenizer.encode(prompt).ids])
+    with torch.no_grad():
+        greedy = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    expected = prompt + tokenizer.decode(greedy[0, ids.shape[1] :].tolist())
+    generate_main([str(run), "--prompt", prompt, "--max-new-tokens", "6"])
+    assert capsys.readouterr().out.strip() == expected.strip()
+    generate_main(
+        [cfg.task.save_pretrained, "--prompt", prompt, "--max-new-tokens", "3", "--temperature", "0.8"]
+    )
+    assert capsys.readouterr().out.startswith(prompt)
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
+        load(tmp_path / "nothing")

@@ -89,6 +89,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record["history"] = history
         if trainer.is_global_zero:
             write_record(record_dir(cfg) / f"{cfg.run_name}.json", record)
+            # beside the run's checkpoints too: what hedgehog-generate rebuilds the model from
+            write_record(Path(cfg.paths.output_dir) / "record.json", record)
             for logger in trainer.loggers:
                 if isinstance(logger, pl.loggers.WandbLogger):
                     logger.experiment.summary["record"] = {k: v for k, v in record.items() if k != "config"}
