@@ -261,9 +261,6 @@ def test_conversion_errors_are_clear():
     revert(model)
     with pytest.raises(ValueError, match="not converted"):
         revert(model)
-    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, scale_attn_by_inverse_layer_idx=True)
-    with pytest.raises(ValueError, match="1/sqrt"):
-        convert(GPT2LMHeadModel(config), SoftmaxAttention)
     softmax_model = tiny_bert()
     convert(softmax_model, SoftmaxAttention)
     set_stage(softmax_model, "distill")
@@ -271,3 +268,32 @@ def test_conversion_errors_are_clear():
     with pytest.raises(ValueError, match="every converted layer is softmax"):
         distillation_losses(softmax_model)
     assert len(converted_layers(softmax_model)) == 2
+
+
+def test_scores_scaled_unlike_one_over_sqrt_head_dim_are_reproduced():
+    """GPT-2 scaled by 1/(layer + 1) as well: the converted softmax still reproduces the logits."""
+    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, scale_attn_by_inverse_layer_idx=True)
+    config._attn_implementation = "eager"
+    model = GPT2LMHeadModel(config).eval()
+    assert model.transformer.h[1].attn.scaling == pytest.approx(8**-0.5 / 2)
+    ids = torch.randint(1, 100, (2, 9))
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+        convert(model, SoftmaxAttention)
+        converted = model(input_ids=ids).logits
+    torch.testing.assert_close(converted, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_converted_layer_given_other_heads_or_head_dims_names_both():
+    model = tiny_gpt2()  # 4 heads of dimension 8
+    convert(model, hedgehog_attention())
+    layer = converted_layers(model)[0]
+    good = torch.randn(1, 4, 5, 8)
+    for q, k in [(torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)), (torch.randn(1, 4, 5, 16), good)]:
+        with pytest.raises(
+            ValueError, match=r"built for 4 query heads of dimension 8, but got q \(1, \d+, 5, \d+\)"
+        ):
+            layer(q, k, good, None)
+    with pytest.raises(ValueError, match="key heads must divide query heads"):
+        layer(good, torch.randn(1, 3, 5, 8), torch.randn(1, 3, 5, 8), None)
+    assert layer(good, good, good, None).shape == (1, 4, 5, 8)
