@@ -35,6 +35,9 @@ from hedgehog.models.conversion import (
     revert,
     set_stage,
 )
+from hedgehog.models.pretrained import causal_lm, load_tokenizer, pretrained_path
+from hedgehog.models.saving import fingerprint
+from hedgehog.paths import cache_dir
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
@@ -297,3 +300,30 @@ def test_a_converted_layer_given_other_heads_or_head_dims_names_both():
     with pytest.raises(ValueError, match="key heads must divide query heads"):
         layer(good, torch.randn(1, 3, 5, 8), torch.randn(1, 3, 5, 8), None)
     assert layer(good, good, good, None).shape == (1, 4, 5, 8)
+
+
+@pytest.mark.slow
+def test_smollm2_stand_in_is_a_pretrained_llama_that_answers_and_converts():
+    """SmolLM2-135M-Instruct from its GGUF package (dequantised once into the cache; about 1 s after that)."""
+    name = "SmolLM2-135M-Instruct"
+    tokenizer = load_tokenizer(name)
+    model = causal_lm(name, SoftmaxAttention).eval()
+    assert isinstance(model, LlamaForCausalLM)
+    assert fingerprint(model.config) == {
+        "model_type": "llama",
+        "num_hidden_layers": 30,
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "vocab_size": 49152,
+    }
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert pretrained_path(name).startswith(str(cache_dir("models")))
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        converted = model.generate(**ids, max_new_tokens=4, do_sample=False)
+        revert(model)
+        original = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert torch.equal(converted, original)
+    assert "Paris" in tokenizer.decode(original[0, ids["input_ids"].shape[1] :])

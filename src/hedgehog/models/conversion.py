@@ -23,7 +23,9 @@ What trains in each stage (``set_stage``, the two-stage recipe of method.md, Sec
 - ``distill``: only feature-map parameters train; every layer outputs its softmax attention
   (the teacher), so each layer's q and k are exactly the original model's, and records the
   (q, k) it saw for the attention-distillation loss (``distillation_losses``);
-- ``finetune``: every parameter trains and every layer outputs its converted attention.
+- ``finetune``: every parameter trains and every layer outputs its converted attention; with LoRA
+  attached (``hedgehog.models.lora.add_lora``) only the adapters train, plus the feature maps if
+  ``add_lora`` was asked to train them.
 
 Scores: the model's own scale reaches the converted layer (``scaling=``); where it is not
 1/sqrt(head_dim) (Gemma-2/3's query_pre_attn_scalar, Granite's attention_multiplier, GPT-2's
@@ -338,6 +340,11 @@ def set_stage(model: nn.Module, stage: str) -> dict[str, int]:
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     trainable = set(feature_map_parameters(model)) if stage == "distill" else None
+    lora = getattr(model, "hedgehog_lora", None)  # set by hedgehog.models.lora.add_lora
+    if stage == "finetune" and lora is not None:
+        trainable = {n for n, _ in model.named_parameters() if ".lora_" in n}
+        if lora["train_feature_maps"]:
+            trainable |= set(feature_map_parameters(model))
     for name, p in model.named_parameters():
         p.requires_grad_(trainable is None or name in trainable)
     for layer in converted_layers(model):

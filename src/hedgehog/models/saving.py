@@ -1,0 +1,183 @@
+"""Saved converted models: only what conversion trained, beside the name of the base model it needs.
+
+A folder written by ``save_converted`` holds two files:
+
+- ``trained.safetensors``: every tensor of the converted attention modules (the feature maps, and
+  any other parameters or buffers a converted attention keeps, such as hybrid mixing weights;
+  the softmax teacher has none), plus either the LoRA adapters (A, B of each wrapped projection)
+  or, with ``merge_lora``, the merged projection weights W + (alpha / r) B A;
+- ``hedgehog_config.json``: the format version, the base model (its name: a packaged stand-in,
+  hub id or folder; its transformers class; a fingerprint of its shape: model_type, layers,
+  hidden size, heads, key/value heads, head dim, vocabulary), the attention config (the Hydra
+  node that built the converted attention, as plain data) and the LoRA settings.
+
+``load_converted`` loads the base model, checks its fingerprint, converts it with the attention
+built by ``hydra.utils.instantiate``, re-attaches LoRA (unless merged) and loads the tensors with
+``safetensors`` (nothing is unpickled). The result generates with ``LinearAttentionCache``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from hedgehog.models.conversion import CHILD, convert, converted_layers
+from hedgehog.models.lora import adapted_names, add_lora, lora_state_dict, merged_lora_weights
+from hedgehog.models.pretrained import pretrained_path
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "hedgehog_config.json"
+WEIGHTS_FILE = "trained.safetensors"
+
+
+def fingerprint(config: PretrainedConfig) -> dict[str, Any]:
+    """The shape of a base model, from its config: what trained tensors must agree with."""
+    heads = config.num_attention_heads
+    return {
+        "model_type": config.model_type,
+        "num_hidden_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "num_attention_heads": heads,
+        "num_key_value_heads": getattr(config, "num_key_value_heads", None) or heads,
+        "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+        "vocab_size": config.vocab_size,
+    }
+
+
+def converted_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter and buffer of the converted attention modules (feature maps, mixing weights)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if f".{CHILD}." in k}
+
+
+def _trained_tensors(model: nn.Module, merged: bool) -> dict[str, Tensor]:
+    """What ``save_converted`` writes from a model (with LoRA attached, unless it is to be merged)."""
+    tensors = converted_state_dict(model)
+    if getattr(model, "hedgehog_lora", None) is not None:
+        tensors |= merged_lora_weights(model) if merged else lora_state_dict(model)
+    return tensors
+
+
+def _expected_tensors(model: nn.Module, lora: dict | None) -> dict[str, Tensor]:
+    """What a saved folder must hold for ``model`` as rebuilt (merged LoRA: the plain projection weights)."""
+    if lora is None or not lora["merged"]:
+        return _trained_tensors(model, merged=False)
+    state = model.state_dict()
+    weights = {
+        f"{name}.weight": state[f"{name}.weight"] for name in adapted_names(model, lora["target_modules"])
+    }
+    return converted_state_dict(model) | weights
+
+
+def save_converted(
+    model: PreTrainedModel,
+    folder: str | Path,
+    base_model: str,
+    attention_config: dict | DictConfig,
+    merge_lora: bool = False,
+) -> Path:
+    """Write what conversion trained in ``model`` to ``folder``; ``base_model`` names the model it came from.
+
+    ``attention_config`` is the Hydra node the converted attention was built from (``cfg.attention``).
+    ``merge_lora`` stores the projections with the adapters merged in instead of the adapters.
+    """
+    converted_layers(model)  # raises unless converted
+    lora = getattr(model, "hedgehog_lora", None)
+    if merge_lora and lora is None:
+        raise ValueError("merge_lora=True but the model has no LoRA adapters (add_lora was not called)")
+    attention = (
+        OmegaConf.to_container(attention_config, resolve=True)
+        if isinstance(attention_config, DictConfig)
+        else attention_config
+    )
+    if not isinstance(attention, dict) or "_target_" not in attention:
+        raise ValueError(
+            f"attention_config must be the Hydra node that built the attention (a mapping with _target_), "
+            f"got {attention_config!r}"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in _trained_tensors(model, merge_lora).items()}
+    save_file(tensors, folder / WEIGHTS_FILE, metadata={"format": "pt"})
+    record = {
+        "format_version": FORMAT_VERSION,
+        "base_model": {
+            "name": base_model,
+            "architecture": type(model).__name__,
+            "fingerprint": fingerprint(model.config),
+        },
+        "attention": attention,
+        "lora": None if lora is None else {**lora, "merged": merge_lora},
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def load_converted(
+    folder: str | Path, base_model: str | None = None, dtype: torch.dtype | None = None
+) -> PreTrainedModel:
+    """Rebuild a model saved by ``save_converted``: base model, conversion, LoRA, trained tensors; in eval mode.
+
+    ``base_model`` overrides the saved name (a packaged stand-in, hub id or folder), e.g. when the
+    base model has moved; it must have the saved fingerprint.
+    """
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no saved converted model (expected {CONFIG_FILE} and {WEIGHTS_FILE}, written "
+            "by hedgehog.models.saving.save_converted)"
+        )
+    record = json.loads((folder / CONFIG_FILE).read_text())
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{folder / CONFIG_FILE} has format version {record.get('format_version')}; this hedgehog reads "
+            f"version {FORMAT_VERSION}"
+        )
+    base = record["base_model"]
+    name = base_model or base["name"]
+    architecture = getattr(transformers, base["architecture"], None)
+    if architecture is None:
+        raise ValueError(
+            f"the saved model is a {base['architecture']}, which this transformers {transformers.__version__} "
+            "does not have"
+        )
+    extra = {} if dtype is None else {"dtype": dtype}
+    model = architecture.from_pretrained(pretrained_path(name), **extra)
+    found = fingerprint(model.config)
+    if found != base["fingerprint"]:
+        differences = ", ".join(
+            f"{key} {base['fingerprint'].get(key)} vs {found.get(key)}"
+            for key in found
+            if found.get(key) != base["fingerprint"].get(key)
+        )
+        raise ValueError(
+            f"{folder} was trained on base model {base['name']!r} with {base['fingerprint']}, but {name!r} has "
+            f"{found} (saved vs given: {differences}); pass base_model= the model it was trained from"
+        )
+    convert(model, instantiate(record["attention"]))
+    lora = record["lora"]
+    if lora is not None and not lora["merged"]:
+        add_lora(model, **{k: v for k, v in lora.items() if k != "merged"})
+    saved = load_file(folder / WEIGHTS_FILE)
+    expected = _expected_tensors(model, lora)
+    if set(saved) != set(expected):
+        raise ValueError(
+            f"{folder / WEIGHTS_FILE} does not match {name!r} converted with the saved attention: missing "
+            f"{sorted(set(expected) - set(saved))[:3]}, unexpected {sorted(set(saved) - set(expected))[:3]}"
+        )
+    for key, tensor in saved.items():
+        if tensor.shape != expected[key].shape:
+            raise ValueError(
+                f"{key} was saved with shape {tuple(tensor.shape)} but {name!r} converted with the saved attention "
+                f"has {tuple(expected[key].shape)}; the base model or the attention config differs from training"
+            )
+    model.load_state_dict(saved, strict=False)
+    return model.eval()
