@@ -5,15 +5,19 @@ import json
 import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from hedgehog.data.loading import IGNORE_INDEX
 from hedgehog.data.summarization import (
+    DEFAULT_PROMPT,
     SummarizationDataModule,
     detokenize_ptb,
     load_examples,
 )
+from hedgehog.paths import project_root
 
 PROMPT = "Summarize: {input} Summary:"
 DIALOGUES = {
@@ -233,3 +237,12 @@ def test_errors_are_clear(tmp_path):
         load_examples(str(folder), "train")
     with pytest.raises(FileNotFoundError, match=r"no test file .*\(test\)\(\.jsonl"):
         load_examples(str(folder), "test")
+
+
+def test_the_data_config_builds_the_module_with_the_default_prompt():
+    node = OmegaConf.load(project_root() / "conf" / "data" / "summarization.yaml")
+    data = instantiate(node, tokenizer=word_tokenizer([PROMPT]), seed=0, num_test=2)
+    assert isinstance(data, SummarizationDataModule)
+    assert data.prompt_template == DEFAULT_PROMPT and data.dataset == "aclsum"
+    data.setup()
+    assert next(iter(data.test_dataloader()))["input_ids"].shape[0] == 2
