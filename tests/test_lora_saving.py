@@ -15,9 +15,11 @@ from hedgehog.models.conversion import (
     convert,
     converted_layers,
     feature_map_parameters,
+    feature_map_state_dict,
     set_stage,
 )
 from hedgehog.models.lora import add_lora, lora_modules, lora_state_dict
+from hedgehog.models.pretrained import causal_lm
 from hedgehog.models.saving import CONFIG_FILE, WEIGHTS_FILE, load_converted, save_converted
 from hedgehog.paths import project_root
 from tests.test_state_cache import tiny_llama
@@ -195,3 +197,15 @@ def test_loading_onto_another_base_or_other_shapes_names_both(tmp_path):
         load_converted(tmp_path / "saved")
     with pytest.raises(FileNotFoundError, match="holds no saved converted model"):
         load_converted(tmp_path / "other")
+
+
+def test_causal_lm_converts_loads_feature_maps_and_attaches_lora(tmp_path):
+    base, base_dir = _save_base(tmp_path)
+    source = _trained_from(base)
+    torch.save(feature_map_state_dict(source), tmp_path / "maps.pt")
+    attention = partial(LinearAttention, feature_map=HedgehogFeatureMap)
+    model = causal_lm(base_dir, attention, feature_maps=str(tmp_path / "maps.pt"), lora={"r": 4, "alpha": 8})
+    for key, value in feature_map_state_dict(model).items():
+        assert torch.equal(value, feature_map_state_dict(source)[key])
+    assert len(lora_modules(model)) == 8
+    assert all(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)
