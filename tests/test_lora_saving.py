@@ -160,22 +160,32 @@ def test_save_then_load_reproduces_logits_and_greedy_tokens_and_merging_changes_
     assert sum(k.endswith("proj.weight") for k in merged) == 8 and not any(".lora_" in k for k in merged)
 
 
-def test_the_project_attention_config_round_trips(tmp_path):
-    """The Hydra node of conf/attention/hedgehog.yaml is what save_converted records and load instantiates."""
+def test_stage_one_saves_the_feature_maps_alone_and_a_full_finetune_the_whole_model(tmp_path):
+    """Whatever is set to train is saved; the attention is rebuilt from the node of conf/attention/hedgehog.yaml."""
     base, base_dir = _save_base(tmp_path)
     node = OmegaConf.load(project_root() / "conf" / "attention" / "hedgehog.yaml")
     model = type(base)(base.config).eval()
     model.load_state_dict(base.state_dict())
     convert(model, instantiate(node))
+    ids = torch.randint(1, 100, (1, 8))
+    references = {}
+    set_stage(model, "distill")
     perturb(feature_map_parameters(model).values())
     save_converted(model, tmp_path / "maps", base_dir, node)
-    loaded = load_converted(tmp_path / "maps")
-    assert all(isinstance(m, ConvertedAttention) and m.is_linear for m in converted_layers(loaded))
-    ids = torch.randint(1, 100, (1, 8))
+    assert set(load_file(tmp_path / "maps" / WEIGHTS_FILE)) == set(feature_map_state_dict(model))
+    set_stage(model, "finetune")  # no LoRA: every weight trains
     with torch.no_grad():
-        torch.testing.assert_close(
-            loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5, rtol=1e-5
-        )
+        references["maps"] = model(input_ids=ids).logits
+    perturb(model.parameters())
+    save_converted(model, tmp_path / "all", base_dir, node)
+    assert set(load_file(tmp_path / "all" / WEIGHTS_FILE)) >= {n for n, _ in model.named_parameters()}
+    with torch.no_grad():
+        references["all"] = model(input_ids=ids).logits
+    for kind, reference in references.items():
+        loaded = load_converted(tmp_path / kind)
+        assert all(isinstance(m, ConvertedAttention) and m.is_linear for m in converted_layers(loaded))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(input_ids=ids).logits, reference, atol=1e-5, rtol=1e-5)
 
 
 def test_loading_onto_another_base_or_other_shapes_names_both(tmp_path):

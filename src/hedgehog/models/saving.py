@@ -4,8 +4,10 @@ A folder written by ``save_converted`` holds two files:
 
 - ``trained.safetensors``: every tensor of the converted attention modules (the feature maps, and
   any other parameters or buffers a converted attention keeps, such as hybrid mixing weights;
-  the softmax teacher has none), plus either the LoRA adapters (A, B of each wrapped projection)
-  or, with ``merge_lora``, the merged projection weights W + (alpha / r) B A;
+  the softmax teacher has none) and every other parameter that is set to train (``requires_grad``):
+  after ``add_lora`` the adapters (A, B of each wrapped projection), or with ``merge_lora`` the
+  merged projection weights W + (alpha / r) B A instead; after stage 1 alone nothing more; after
+  a finetune of every weight (no LoRA) the whole model, so that nothing trained is lost;
 - ``hedgehog_config.json``: the format version, the base model (its name: a packaged stand-in,
   hub id or folder; its transformers class; a fingerprint of its shape: model_type, layers,
   hidden size, heads, key/value heads, head dim, vocabulary), the attention config (the Hydra
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hedgehog.models.conversion import CHILD, convert, converted_layers
-from hedgehog.models.lora import adapted_names, add_lora, lora_state_dict, merged_lora_weights
+from hedgehog.models.lora import add_lora, lora_state_dict, merged_lora_weights
 from hedgehog.models.pretrained import pretrained_path
 
 FORMAT_VERSION = 1
@@ -41,15 +43,15 @@ WEIGHTS_FILE = "trained.safetensors"
 
 def fingerprint(config: PretrainedConfig) -> dict[str, Any]:
     """The shape of a base model, from its config: what trained tensors must agree with."""
-    heads = config.num_attention_heads
+    heads, hidden = config.num_attention_heads, config.hidden_size
     return {
         "model_type": config.model_type,
         "num_hidden_layers": config.num_hidden_layers,
-        "hidden_size": config.hidden_size,
+        "hidden_size": hidden,
         "num_attention_heads": heads,
         "num_key_value_heads": getattr(config, "num_key_value_heads", None) or heads,
-        "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
-        "vocab_size": config.vocab_size,
+        "head_dim": getattr(config, "head_dim", None) or hidden // heads,
+        "vocab_size": getattr(config, "vocab_size", None),  # None for ViT
     }
 
 
@@ -59,22 +61,14 @@ def converted_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _trained_tensors(model: nn.Module, merged: bool) -> dict[str, Tensor]:
-    """What ``save_converted`` writes from a model (with LoRA attached, unless it is to be merged)."""
-    tensors = converted_state_dict(model)
-    if getattr(model, "hedgehog_lora", None) is not None:
-        tensors |= merged_lora_weights(model) if merged else lora_state_dict(model)
-    return tensors
-
-
-def _expected_tensors(model: nn.Module, lora: dict | None) -> dict[str, Tensor]:
-    """What a saved folder must hold for ``model`` as rebuilt (merged LoRA: the plain projection weights)."""
-    if lora is None or not lora["merged"]:
-        return _trained_tensors(model, merged=False)
-    state = model.state_dict()
-    weights = {
-        f"{name}.weight": state[f"{name}.weight"] for name in adapted_names(model, lora["target_modules"])
+    """The converted attention's tensors and every parameter set to train; LoRA merged if ``merged``."""
+    training = {name for name, p in model.named_parameters() if p.requires_grad}
+    tensors = converted_state_dict(model) | {
+        k: v.detach().clone() for k, v in model.state_dict().items() if k in training
     }
-    return converted_state_dict(model) | weights
+    if merged:
+        tensors = {k: v for k, v in tensors.items() if ".lora_" not in k} | merged_lora_weights(model)
+    return tensors
 
 
 def save_converted(
@@ -167,11 +161,15 @@ def load_converted(
     if lora is not None and not lora["merged"]:
         add_lora(model, **{k: v for k, v in lora.items() if k != "merged"})
     saved = load_file(folder / WEIGHTS_FILE)
-    expected = _expected_tensors(model, lora)
-    if set(saved) != set(expected):
+    expected = model.state_dict()
+    missing = sorted(set(converted_state_dict(model)) - set(saved))
+    if lora is not None and not lora["merged"]:
+        missing += sorted(set(lora_state_dict(model)) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    if missing or unexpected:
         raise ValueError(
             f"{folder / WEIGHTS_FILE} does not match {name!r} converted with the saved attention: missing "
-            f"{sorted(set(expected) - set(saved))[:3]}, unexpected {sorted(set(saved) - set(expected))[:3]}"
+            f"{missing[:3]}, unexpected {unexpected[:3]}"
         )
     for key, tensor in saved.items():
         if tensor.shape != expected[key].shape:
