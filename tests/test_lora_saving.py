@@ -20,7 +20,7 @@ from hedgehog.models.conversion import (
 )
 from hedgehog.models.lora import add_lora, lora_modules, lora_state_dict
 from hedgehog.models.pretrained import causal_lm
-from hedgehog.models.saving import CONFIG_FILE, WEIGHTS_FILE, load_converted, save_converted
+from hedgehog.models.saving import CONFIG_FILE, WEIGHTS_FILE, base_digest, load_converted, save_converted
 from hedgehog.paths import project_root
 from tests.test_state_cache import tiny_llama
 
@@ -199,6 +199,10 @@ def test_loading_onto_another_base_or_other_shapes_names_both(tmp_path):
     ):
         load_converted(tmp_path / "saved", base_model=str(tmp_path / "other"))
 
+    tiny_llama().save_pretrained(tmp_path / "same-shape")  # other random weights
+    with pytest.raises(ValueError, match=r"has other weights of the same shapes \(digest [0-9a-f]{16}\)"):
+        load_converted(tmp_path / "saved", base_model=str(tmp_path / "same-shape"))
+
     tensors = load_file(tmp_path / "saved" / WEIGHTS_FILE)
     key = next(k for k in tensors if "lora_A" in k)
     tensors[key] = torch.zeros(5, tensors[key].shape[1])
@@ -219,3 +223,16 @@ def test_causal_lm_converts_loads_feature_maps_and_attaches_lora(tmp_path):
         assert torch.equal(value, feature_map_state_dict(source)[key])
     assert len(lora_modules(model)) == 8
     assert all(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_the_weights_digest_ignores_dtype_but_not_values_and_skips_what_was_saved():
+    model = tiny_llama()
+    digest = base_digest(model, skip=set())
+    assert base_digest(tiny_llama().to(torch.bfloat16), skip=set()) != digest
+    same = tiny_llama()
+    same.load_state_dict(model.state_dict())
+    assert base_digest(same.to(torch.bfloat16), skip=set()) == digest
+    skip = {"model.embed_tokens.weight"}
+    with torch.no_grad():
+        same.model.embed_tokens.weight.add_(1.0)
+    assert base_digest(same, skip) == base_digest(model, skip) != digest

@@ -10,16 +10,18 @@ A folder written by ``save_converted`` holds two files:
   a finetune of every weight (no LoRA) the whole model, so that nothing trained is lost;
 - ``hedgehog_config.json``: the format version, the base model (its name: a packaged stand-in,
   hub id or folder; its transformers class; a fingerprint of its shape: model_type, layers,
-  hidden size, heads, key/value heads, head dim, vocabulary), the attention config (the Hydra
+  hidden size, heads, key/value heads, head dim, vocabulary; and a digest of its weights that
+  were not saved, ``base_digest``), the attention config (the Hydra
   node that built the converted attention, as plain data) and the LoRA settings.
 
-``load_converted`` loads the base model, checks its fingerprint, converts it with the attention
+``load_converted`` loads the base model, checks its fingerprint and weights digest, converts it with the attention
 built by ``hydra.utils.instantiate``, re-attaches LoRA (unless merged) and loads the tensors with
 ``safetensors`` (nothing is unpickled). The result generates with ``LinearAttentionCache``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,24 @@ def fingerprint(config: PretrainedConfig) -> dict[str, Any]:
         "head_dim": getattr(config, "head_dim", None) or hidden // heads,
         "vocab_size": getattr(config, "vocab_size", None),  # None for ViT
     }
+
+
+def base_digest(model: nn.Module, skip: set[str], samples: int = 1024) -> str:
+    """A hash of the base weights that were not saved: the same checkpoint in any dtype or device gives the same.
+
+    Each tensor contributes its name, shape and about ``samples`` evenly spaced values rounded to
+    bfloat16; keys are those of the plain model (LoRA's ``base_layer`` folded away).
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        key = key.replace(".base_layer.", ".")
+        if key in skip or f".{CHILD}." in key or ".lora_" in key:
+            continue
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // samples)].to("cpu", torch.bfloat16).view(torch.int16)
+        digest.update(f"{key}{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def converted_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -107,6 +127,7 @@ def save_converted(
             "name": base_model,
             "architecture": type(model).__name__,
             "fingerprint": fingerprint(model.config),
+            "weights_digest": base_digest(model, set(tensors)),
         },
         "attention": attention,
         "lora": None if lora is None else {**lora, "merged": merge_lora},
@@ -121,7 +142,7 @@ def load_converted(
     """Rebuild a model saved by ``save_converted``: base model, conversion, LoRA, trained tensors; in eval mode.
 
     ``base_model`` overrides the saved name (a packaged stand-in, hub id or folder), e.g. when the
-    base model has moved; it must have the saved fingerprint.
+    base model has moved; it must have the saved fingerprint and weights digest.
     """
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
@@ -161,6 +182,13 @@ def load_converted(
     if lora is not None and not lora["merged"]:
         add_lora(model, **{k: v for k, v in lora.items() if k != "merged"})
     saved = load_file(folder / WEIGHTS_FILE)
+    digest = base_digest(model, set(saved))
+    if digest != base["weights_digest"]:
+        raise ValueError(
+            f"{folder} was trained on base model {base['name']!r} (weights digest {base['weights_digest']}), but "
+            f"{name!r} has other weights of the same shapes (digest {digest}): a different checkpoint (e.g. a chat "
+            "rather than a base release); pass base_model= the exact checkpoint it was trained from"
+        )
     expected = model.state_dict()
     missing = sorted(set(converted_state_dict(model)) - set(saved))
     if lora is not None and not lora["merged"]:
