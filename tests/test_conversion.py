@@ -35,6 +35,9 @@ from hedgehog.models.conversion import (
     revert,
     set_stage,
 )
+from hedgehog.models.pretrained import causal_lm, load_tokenizer, pretrained_path
+from hedgehog.models.saving import fingerprint
+from hedgehog.paths import cache_dir
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
@@ -262,9 +265,6 @@ def test_conversion_errors_are_clear():
     revert(model)
     with pytest.raises(ValueError, match="not converted"):
         revert(model)
-    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, scale_attn_by_inverse_layer_idx=True)
-    with pytest.raises(ValueError, match="1/sqrt"):
-        convert(GPT2LMHeadModel(config), SoftmaxAttention)
     softmax_model = tiny_bert()
     convert(softmax_model, SoftmaxAttention)
     set_stage(softmax_model, "distill")
@@ -272,3 +272,59 @@ def test_conversion_errors_are_clear():
     with pytest.raises(ValueError, match="every converted layer is softmax"):
         distillation_losses(softmax_model)
     assert len(converted_layers(softmax_model)) == 2
+
+
+def test_scores_scaled_unlike_one_over_sqrt_head_dim_are_reproduced():
+    """GPT-2 scaled by 1/(layer + 1) as well: the converted softmax still reproduces the logits."""
+    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, scale_attn_by_inverse_layer_idx=True)
+    config._attn_implementation = "eager"
+    model = GPT2LMHeadModel(config).eval()
+    assert model.transformer.h[1].attn.scaling == pytest.approx(8**-0.5 / 2)
+    ids = torch.randint(1, 100, (2, 9))
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+        convert(model, SoftmaxAttention)
+        converted = model(input_ids=ids).logits
+    torch.testing.assert_close(converted, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_a_converted_layer_given_other_heads_or_head_dims_names_both():
+    model = tiny_gpt2()  # 4 heads of dimension 8
+    convert(model, hedgehog_attention())
+    layer = converted_layers(model)[0]
+    good = torch.randn(1, 4, 5, 8)
+    for q, k in [(torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)), (torch.randn(1, 4, 5, 16), good)]:
+        with pytest.raises(
+            ValueError, match=r"built for 4 query heads of dimension 8, but got q \(1, \d+, 5, \d+\)"
+        ):
+            layer(q, k, good, None)
+    with pytest.raises(ValueError, match="key heads must divide query heads"):
+        layer(good, torch.randn(1, 3, 5, 8), torch.randn(1, 3, 5, 8), None)
+    assert layer(good, good, good, None).shape == (1, 4, 5, 8)
+
+
+@pytest.mark.slow
+def test_smollm2_stand_in_is_a_pretrained_llama_that_answers_and_converts():
+    """SmolLM2-135M-Instruct from its GGUF package (dequantised once into the cache; about 1 s after that)."""
+    name = "SmolLM2-135M-Instruct"
+    tokenizer = load_tokenizer(name)
+    model = causal_lm(SoftmaxAttention, pretrained=name).eval()
+    assert isinstance(model, LlamaForCausalLM)
+    assert fingerprint(model.config) == {
+        "model_type": "llama",
+        "num_hidden_layers": 30,
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "vocab_size": 49152,
+    }
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert pretrained_path(name).startswith(str(cache_dir("models")))
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        converted = model.generate(**ids, max_new_tokens=4, do_sample=False)
+        revert(model)
+        original = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert torch.equal(converted, original)
+    assert "Paris" in tokenizer.decode(original[0, ids["input_ids"].shape[1] :])

@@ -1,7 +1,9 @@
 """Conversion of Hugging Face models to the project's attention: the one way to linearise a pretrained model.
 
 How it works. In transformers 5, the attention modules of BERT-family encoders, GPT-2, ViT and
-Llama compute q, k, v with their own projections (and RoPE, for Llama), then call the function
+the Llama-layout decoders (``ATTENTION_CLASSES``: Llama, Mistral, Qwen2/3, Gemma 1-3, Phi/Phi-3,
+OLMo 1-2, Granite, StarCoder2, StableLM, Cohere, SmolLM3) compute q, k, v with their own
+projections (and RoPE, for the decoders), then call the function
 registered under ``config._attn_implementation`` as ``f(module, query, key, value, attention_mask,
 scaling=..., dropout=...)`` with (batch, heads, tokens, head_dim) tensors, and apply their own
 output projection to the result. ``convert``:
@@ -19,11 +21,28 @@ weights, and feature maps act on the same q and k the softmax saw (after RoPE fo
 
 What trains in each stage (``set_stage``, the paper's two-stage recipe: distil, then finetune):
 
+<<<<<<< HEAD
 - ``distill``: only feature-map parameters train (and the hybrid's per-head window factors: what
   ``feature_map_parameters`` selects); every layer outputs its softmax attention (the teacher), so
   each layer's q and k are exactly the original model's, and records the (q, k, v) it saw for the
   attention-distillation loss (``distillation_losses``);
 - ``finetune``: every parameter trains and every layer outputs its converted attention.
+=======
+- ``distill``: only feature-map parameters train; every layer outputs its softmax attention
+  (the teacher), so each layer's q and k are exactly the original model's, and records the
+  (q, k) it saw for the attention-distillation loss (``distillation_losses``);
+- ``finetune``: every parameter trains and every layer outputs its converted attention; with LoRA
+  attached (``hedgehog.models.lora.add_lora``) only the adapters train, plus the feature maps if
+  ``add_lora`` was asked to train them.
+
+Scores: the model's own scale reaches the converted layer (``scaling=``); where it is not
+1/sqrt(head_dim) (Gemma-2/3's query_pre_attn_scalar, Granite's attention_multiplier, GPT-2's
+1/(layer + 1)), q is multiplied by scaling * sqrt(head_dim) first, so the softmax teacher, the
+distillation loss and the linear attention all see the query whose standard softmax is the
+model's. Gemma-2's logit soft-capping is computed by neither and is rejected at conversion.
+Sliding windows: converted layers attend to every earlier token, which equals a window of W only
+up to W tokens; a layer called with a window shorter than its keys (or its state's tokens) raises.
+>>>>>>> llama
 
 Masks: padding reaches the converted attention as a boolean (batch, 1, Tq, Tk) mask (or None);
 causal masking comes from the module's own ``is_causal``. Attention-weight dropout is not applied
@@ -74,6 +93,23 @@ ATTENTION_CLASSES: dict[str, tuple[str, ...]] = {
     "gpt2": ("GPT2Attention",),
     "vit": ("ViTSelfAttention", "ViTAttention"),
     "llama": ("LlamaAttention",),
+    # decoders with Llama's layout: q/k/v/o projections (Phi-3: one fused qkv), RoPE, grouped-query heads
+    "mistral": ("MistralAttention",),
+    "ministral": ("MinistralAttention",),
+    "qwen2": ("Qwen2Attention",),
+    "qwen3": ("Qwen3Attention",),
+    "gemma": ("GemmaAttention",),
+    "gemma2": ("Gemma2Attention",),
+    "gemma3_text": ("Gemma3Attention",),
+    "phi3": ("Phi3Attention",),
+    "phi": ("PhiAttention",),
+    "olmo": ("OlmoAttention",),
+    "olmo2": ("Olmo2Attention",),
+    "granite": ("GraniteAttention",),
+    "starcoder2": ("Starcoder2Attention",),
+    "stablelm": ("StableLmAttention",),
+    "cohere": ("CohereAttention",),
+    "smollm3": ("SmolLM3Attention",),
 }
 
 
@@ -108,9 +144,36 @@ class ConvertedAttention(nn.Module):
         """Feature maps and a fixed-size state: linear attention or the sliding-window hybrid."""
         return isinstance(self.attention, LinearAttention | SlidingWindowLinearAttention)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """q (B, H, Tq, D); k, v (B, Hkv, Tk, D); returns (B, H, Tq, D)."""
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        attention_mask: Tensor | None,
+        scaling: float | None = None,
+        sliding_window: int | None = None,
+    ) -> Tensor:
+        """q (B, H, Tq, D); k, v (B, Hkv, Tk, D); returns (B, H, Tq, D).
+
+        ``scaling``: the model's score scale (None: 1/sqrt(D)); ``sliding_window``: the model's window
+        for this layer (None: none), both as transformers passes them.
+        """
         slot, self.pending = self.pending, None
+        self._check_shapes(q, k)
+        if sliding_window is not None:
+            seen = slot.seen if slot is not None else k.shape[-2]
+            if seen > sliding_window:
+                raise ValueError(
+                    f"this layer of the original model attends within a sliding window of {sliding_window} "
+                    f"tokens, but the converted attention (and its softmax teacher) attends to every earlier "
+                    f"token, which equals the window only up to {sliding_window} tokens; got {seen}. Keep "
+                    "sequences within the window, or build the model with sliding windows off "
+                    "(config.sliding_window=None, or use_sliding_window=False) to convert to global attention"
+                )
+        if scaling is not None and abs(scaling * self.head_dim**0.5 - 1.0) > 1e-6:
+            # scores q.k * scaling = (q * scaling * sqrt(D)).k / sqrt(D): teacher, student and the
+            # distillation loss all see the query whose 1/sqrt(D)-scaled softmax is the original's
+            q = q * (scaling * self.head_dim**0.5)
         if k.shape[1] != q.shape[1]:  # grouped-query attention: share each kv head across its group
             groups = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -138,6 +201,17 @@ class ConvertedAttention(nn.Module):
         v_past, v_new = v.split([past, q.shape[-2]], dim=-2)
         # SoftmaxAttention masks the cached and the new keys together: the whole padding mask goes in
         return attention(q, k_new, v_new, cache=KVCache(k_past, v_past), key_padding_mask=key_padding_mask)[0]
+
+    def _check_shapes(self, q: Tensor, k: Tensor) -> None:
+        """The feature maps are per head: other head counts or dims would fail deep in an einsum."""
+        heads, kv_heads, dim = q.shape[1], k.shape[1], q.shape[-1]
+        if heads != self.num_heads or dim != self.head_dim or k.shape[-1] != dim or heads % kv_heads:
+            raise ValueError(
+                f"this converted attention was built for {self.num_heads} query heads of dimension "
+                f"{self.head_dim}, but got q {tuple(q.shape)} and k {tuple(k.shape)} laid out (batch, heads, "
+                "tokens, head_dim) (key heads must divide query heads); the model's attention shape changed "
+                "after conversion: revert(model) and convert it again"
+            )
 
     def _continue(
         self, slot: LinearStateLayer, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None
@@ -189,7 +263,8 @@ def _hedgehog_attention(
             f"{type(module).__name__} runs attn_implementation={ATTN_IMPLEMENTATION!r} but has no "
             f"{CHILD}; convert the model with hedgehog.models.conversion.convert(model, attention)"
         )
-    return converted(query, key, value, attention_mask).transpose(1, 2).contiguous(), None
+    out = converted(query, key, value, attention_mask, scaling, kwargs.get("sliding_window"))
+    return out.transpose(1, 2).contiguous(), None
 
 
 # Masks as for sdpa: boolean, or None where only causality is needed (it comes from the module).
@@ -230,12 +305,13 @@ def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list
     converted = []
     for name, module in attention_modules(model):
         heads, head_dim = _heads_and_dim(module)
-        scaling = getattr(module, "scaling", head_dim**-0.5)
-        if abs(scaling - head_dim**-0.5) > 1e-9:
+        softcap = getattr(module, "attn_logit_softcapping", None)
+        if softcap is not None:
             raise ValueError(
-                f"{name} scales scores by {scaling}, but the project's attention assumes 1/sqrt(head_dim) = "
-                f"{head_dim**-0.5}; convert models with the standard scaling (e.g. GPT-2 without "
-                "scale_attn_by_inverse_layer_idx)"
+                f"{name} soft-caps its attention scores (cap * tanh(scores / cap), cap = {softcap}: "
+                "Gemma-2), which neither the softmax teacher nor linear attention computes; build the model "
+                "with attn_logit_softcapping=None to convert it (its outputs then differ from the pretrained "
+                "model's)"
             )
         causal = bool(getattr(module, "is_causal", False))
         project = attention(num_heads=heads, head_dim=head_dim, causal=causal)
@@ -317,6 +393,11 @@ def set_stage(model: nn.Module, stage: str) -> dict[str, int]:
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     trainable = set(feature_map_parameters(model)) if stage == "distill" else None
+    lora = getattr(model, "hedgehog_lora", None)  # set by hedgehog.models.lora.add_lora
+    if stage == "finetune" and lora is not None:
+        trainable = {n for n, _ in model.named_parameters() if ".lora_" in n}
+        if lora["train_feature_maps"]:
+            trainable |= set(feature_map_parameters(model))
     for name, p in model.named_parameters():
         p.requires_grad_(trainable is None or name in trainable)
     for layer in converted_layers(model):

