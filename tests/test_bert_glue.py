@@ -233,9 +233,9 @@ def test_softmax_and_untrained_maps_skip_stage_one(tmp_path, tokenizer):
     assert task.distill_steps == 0
 
 
-def test_conversion_task_rejects_an_empty_recipe():
-    with pytest.raises(ValueError, match="not both 0"):
-        ConversionTask(model=None, optimizer=None, distill_optimizer=None, distill_steps=0, finetune_steps=0)
+def test_conversion_task_rejects_negative_steps():
+    with pytest.raises(ValueError, match="need distill_steps >= 0 and finetune_steps >= 0"):
+        ConversionTask(model=None, optimizer=None, distill_optimizer=None, distill_steps=-1, finetune_steps=0)
 
 
 @pytest.mark.parametrize(

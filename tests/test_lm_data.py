@@ -297,3 +297,16 @@ def test_config_trains_a_language_model_in_the_pipeline(tmp_path):
     assert cfg.data.vocab_size == cfg.model.vocab_size == 300
     record = train(cfg)
     assert 0 < record["metrics"]["test/loss"] < 2 * np.log(300)
+
+
+def test_ngram_baselines_match_a_direct_count_model():
+    """The reference levels a language model must beat: add-one unigram and add-k bigram perplexity."""
+    rng = np.random.default_rng(0)
+    train, test, vocab = rng.integers(0, 7, 500), rng.integers(0, 7, 60), 7
+    counts = np.bincount(train, minlength=vocab) + 1.0
+    unigram = np.exp(-np.mean(np.log(counts[test] / counts.sum())))
+    table = np.full((vocab, vocab), 0.1)
+    np.add.at(table, (train[:-1], train[1:]), 1.0)
+    bigram = np.exp(-np.mean(np.log(table[test[:-1], test[1:]] / table[test[:-1]].sum(1))))
+    got = lm.ngram_baselines(train.astype(np.uint16), test.astype(np.uint16), vocab)
+    assert got == pytest.approx({"unigram_ppl": unigram, "bigram_ppl": bigram}, rel=1e-9)

@@ -60,6 +60,21 @@ def seed_gap_shares(ppl: dict[str, dict[int, float]]) -> list[float]:
     return [gap_share(ppl["softmax"][s], ppl["hedgehog"][s], ppl["elu1"][s]) for s in seeds]
 
 
+def control_note(records: list[dict[str, Any]], softmax: dict[int, float]) -> str:
+    """Whether the control learned: softmax against count models fit on the same training tokens."""
+    baselines = next(
+        (r["data"]["test_baselines"] for r in records if "test_baselines" in r.get("data", {})), None
+    )
+    if baselines is None:
+        return "Reference levels (unigram, bigram): not recorded by these runs. "
+    below = sum(v < baselines["bigram_ppl"] for v in softmax.values())
+    return (
+        f"Reference levels on the test split (count models fit on the training split, same tokens): unigram "
+        f"{baselines['unigram_ppl']:.1f}, add-0.1 bigram {baselines['bigram_ppl']:.1f}; softmax is below the bigram "
+        f"(uses context beyond the last token) in {below} of {len(softmax)} seeds. "
+    )
+
+
 def make_tables(scale: str, records_dir: Path, out: Path) -> str:
     """The table and the curves from the records in records_dir, into out; returns the markdown."""
     found = (
@@ -117,7 +132,7 @@ def make_tables(scale: str, records_dir: Path, out: Path) -> str:
         f"softmax gap Hedgehog closes: {share_of_means} of the means"
         + (f", per seed {', '.join(f'{s:.1f}%' for s in shares)}" if shares else "")
         + f" (paper: {gap_share(paper['softmax'], paper['hedgehog'], paper['elu1']):.1f}%, from 1+ELU's unconfirmed "
-        f"25.6). 'vs Hedgehog': {DIFFERENCE_RULE}. {len(records)} runs, {wall / 60:.1f} min of training and testing "
+        f"25.6). {control_note(records, ppl.get('softmax', {}))}'vs Hedgehog': {DIFFERENCE_RULE}. {len(records)} runs, {wall / 60:.1f} min of training and testing "
         f"in all, on {', '.join(hardware)}."
     )
     md = write_tables(

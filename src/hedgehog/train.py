@@ -84,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "metrics": metrics,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        if getattr(datamodule, "stats", None):  # what the data module prepared (sizes, reference levels)
+            record["data"] = datamodule.stats
         history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
         if history:
             record["history"] = history

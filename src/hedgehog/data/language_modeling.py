@@ -441,6 +441,29 @@ def token_streams(
     return streams, meta
 
 
+def ngram_baselines(
+    train: np.ndarray, evaluated: np.ndarray, vocab_size: int, k: float = 0.1
+) -> dict[str, float]:
+    """Perplexities of count models fit on the training stream: the levels a language model must beat.
+
+    ``unigram``: add-one token frequencies; ``bigram``: add-k (k = 0.1) next-token counts given the
+    previous token. A model below the bigram's perplexity uses context beyond the last token.
+    """
+    train, evaluated = train.astype(np.int64), evaluated.astype(np.int64)
+    counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
+    unigram = (counts + 1.0) / (counts.sum() + vocab_size)
+    pairs, pair_counts = np.unique(train[:-1] * vocab_size + train[1:], return_counts=True)
+    wanted = evaluated[:-1] * vocab_size + evaluated[1:]
+    found = np.searchsorted(pairs, wanted).clip(max=len(pairs) - 1)
+    seen = np.where(pairs[found] == wanted, pair_counts[found], 0)
+    previous = np.bincount(train[:-1], minlength=vocab_size)[evaluated[:-1]]
+    bigram = (seen + k) / (previous + k * vocab_size)
+    return {
+        "unigram_ppl": float(np.exp(-np.log(unigram[evaluated]).mean())),
+        "bigram_ppl": float(np.exp(-np.log(bigram).mean())),
+    }
+
+
 class TokenBlocks(Dataset):
     """Non-overlapping blocks of ``seq_len + 1`` tokens of one stream: ``(block[:-1], block[1:])``.
 
@@ -547,6 +570,8 @@ class LanguageModelingDataModule(pl.LightningDataModule):
                 )
             self.splits[split] = blocks
         self.stats["blocks"] = {split: len(blocks) for split, blocks in self.splits.items()}
+        used = {split: np.asarray(self._streams[split][: caps[split]]) for split in ("train", "test")}
+        self.stats["test_baselines"] = ngram_baselines(used["train"], used["test"], self.vocab_size)
 
     def train_dataloader(self) -> ResumableLoader:
         return ResumableLoader.for_trainer(
