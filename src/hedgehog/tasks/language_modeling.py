@@ -52,9 +52,11 @@ class SplitPerplexity(nn.Module):
 class LanguageModelingTask(pl.LightningModule):
     """Wraps a causal LM (input_ids -> logits) with an optimizer from config.
 
-    ``save_pretrained``: a folder where the trained Hugging Face model (its own weights, without the
-    converted-attention modules) and the data module's tokenizer are saved at the end of training:
-    what a later conversion starts from (the embedded stand-in of a pretrained checkpoint).
+    ``save_pretrained``: a folder where a trained softmax Hugging Face model (its own weights, without
+    the converted-attention modules) and the data module's tokenizer are saved at the end of training:
+    what a later conversion starts from (the embedded stand-in of a pretrained checkpoint). Models with
+    any other attention are not saved there (that format cannot hold their feature maps); their
+    weights are in the run's checkpoints, which ``hedgehog-generate`` loads.
     """
 
     def __init__(
@@ -117,9 +119,13 @@ class LanguageModelingTask(pl.LightningModule):
             self.log("test/ppl", self.perplexity.compute("test"))
 
     def on_fit_end(self) -> None:
-        if self.save_pretrained and not self.trainer.fast_dev_run and self.trainer.is_global_zero:
-            from hedgehog.models.pretrained import save_pretrained_model
+        if not self.save_pretrained or self.trainer.fast_dev_run or not self.trainer.is_global_zero:
+            return
+        from hedgehog.attention import SoftmaxAttention
+        from hedgehog.models.conversion import converted_layers
+        from hedgehog.models.pretrained import save_pretrained_model
 
+        if all(isinstance(layer.attention, SoftmaxAttention) for layer in converted_layers(self.model)):
             save_pretrained_model(self.model, self.save_pretrained, self.trainer.datamodule.tokenizer)
 
     def configure_optimizers(self):
