@@ -13,7 +13,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hedgehog.attention import HedgehogFeatureMap, LinearAttention
 from hedgehog.models.cache import LinearAttentionCache
 from hedgehog.models.conversion import convert
-from hedgehog.models.evaluation import harness_lm
 from tests.test_summarization_data import word_tokenizer
 
 QUESTIONS = [
@@ -117,18 +116,13 @@ def test_multiple_choice_through_hflm_equals_the_direct_loglikelihood_choice(tmp
     assert out["results"]["tiny_mc"]["acc,none"] == pytest.approx(correct / len(QUESTIONS))
 
 
-def test_generation_needs_the_state_cache_which_harness_lm_passes(tmp_path):
+def test_generation_decodes_from_the_state_through_the_plain_wrapper(tmp_path):
+    """Generative tasks too need no glue: a converted linear model's generate() brings its own state cache."""
     tok = tokenizer()
     model = linear_llama(len(tok))
     manager = write_task(tmp_path, GENERATION)
-    with pytest.raises(ValueError, match=r"pass cache=LinearAttentionCache\(model\)"):
-        simple_evaluate(
-            model=HFLM(pretrained=model, tokenizer=tok, batch_size=4),
-            tasks=["tiny_gen"],
-            task_manager=manager,
-        )
     out = simple_evaluate(
-        model=harness_lm(model, tok, batch_size=4), tasks=["tiny_gen"], task_manager=manager
+        model=HFLM(pretrained=model, tokenizer=tok, batch_size=4), tasks=["tiny_gen"], task_manager=manager
     )
     samples = sorted(out["samples"]["tiny_gen"], key=lambda s: s["doc_id"])
     for sample, (question, _, _) in zip(samples, QUESTIONS, strict=True):
