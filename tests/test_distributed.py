@@ -1,6 +1,7 @@
 """Multi-device: the same experiment runs with strategy=ddp on 2 CPU processes (gloo)."""
 
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -40,3 +41,60 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert record["world_size"] == 2
     assert record["global_step"] == 4
     assert record["config"]["trainer"]["strategy"] == "ddp"
+
+
+TINY_LLAMA = (
+    "+model.config={vocab_size:4096,hidden_size:32,intermediate_size:64,num_hidden_layers:2,"
+    "num_attention_heads:4,num_key_value_heads:2,max_position_embeddings:64}"
+)
+
+
+@pytest.mark.slow
+def test_fsdp_conversion_of_a_tiny_llama_on_two_cpu_processes(tmp_path):
+    """trainer=fsdp (FSDP2 through Lightning's ModelParallelStrategy) runs both stages of the conversion
+    recipe sharded over 2 gloo processes, and the feature maps it saves load into an unsharded model."""
+    maps = tmp_path / "maps.pt"
+    overrides = [
+        "experiment=gpt2_convert",
+        "debug=tiny",
+        "attention=hedgehog",
+        "trainer=fsdp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "model.model_type=llama",
+        "~model.config",
+        TINY_LLAMA,
+        f"task.save_feature_maps={maps}",
+        f"paths.record_dir={tmp_path / 'records'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    run_train_cli(overrides)
+    (record_file,) = (tmp_path / "records").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record["world_size"] == 2 and record["global_step"] == 4
+    assert record["metrics"]["test/distill_steps"] == 2 and record["metrics"]["test/ppl"] > 1.0
+    from transformers import LlamaConfig
+
+    from hedgehog.attention import HedgehogFeatureMap, LinearAttention
+    from hedgehog.models.conversion import feature_map_parameters, load_feature_maps
+    from hedgehog.models.pretrained import causal_lm
+
+    config = LlamaConfig(
+        vocab_size=4096,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    ).to_dict()
+    model = causal_lm(
+        partial(LinearAttention, feature_map=HedgehogFeatureMap), config=config, model_type="llama"
+    )
+    saved = torch.load(maps, weights_only=True)
+    assert all(type(v) is torch.Tensor for v in saved.values())  # gathered, not sharded DTensors
+    load_feature_maps(model, saved)
+    trained = feature_map_parameters(model)
+    assert any(
+        not torch.equal(p, torch.eye(*p.shape[-2:]).expand_as(p)) for n, p in trained.items() if "weight" in n
+    )

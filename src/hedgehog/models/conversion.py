@@ -409,9 +409,12 @@ def set_stage(model: nn.Module, stage: str) -> dict[str, int]:
     return counts
 
 
-def feature_map_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The trained part of stage 1 (feature-map parameters and buffers, window factors), to save and load alone."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if _distilled(k)}
+def feature_map_state_dict(model: nn.Module, state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """The trained part of stage 1 (feature-map parameters and buffers, window factors), to save and load alone.
+
+    ``state``: the model's state dict when it is already at hand (e.g. gathered from sharded ranks)."""
+    state = model.state_dict() if state is None else state
+    return {k: v.detach().clone() for k, v in state.items() if _distilled(k)}
 
 
 def load_feature_maps(model: nn.Module, state: dict[str, Tensor]) -> None:

@@ -175,7 +175,10 @@ def causal_lm(
     if pretrained is None:
         if not config:
             raise ValueError("a causal LM needs either `pretrained` (a name, hub id or folder) or a `config`")
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **config))
+        settings = dict(config)
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.for_model(settings.pop("model_type", model_type), **settings)
+        )
     else:
         if config:
             raise ValueError(

@@ -51,6 +51,7 @@ from hedgehog.models.conversion import (
     feature_map_state_dict,
     set_stage,
 )
+from hedgehog.models.parallel import full_state_dict, shard
 from hedgehog.tasks.language_modeling import SplitPerplexity, logits_of, next_token_loss
 from hedgehog.tasks.optim import param_groups, warmup_cosine
 
@@ -135,6 +136,8 @@ class ConversionTask(pl.LightningModule):
             datamodule.check_model_vocab(self.model.config.vocab_size)
         if not feature_map_parameters(self.model):
             self.distill_steps = 0
+        if self.device_mesh is not None:  # trainer=fsdp (ModelParallelStrategy): shard over the data ranks
+            shard(self.model, self.device_mesh["data_parallel"])
 
     @property
     def stage(self) -> str:
@@ -186,10 +189,9 @@ class ConversionTask(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.global_step in self.feature_map_snapshots and not self.trainer.fast_dev_run:
             path = Path(self.save_feature_maps)
-            _save(
-                feature_map_state_dict(self.model),
-                str(path.with_name(f"{path.stem}-step{self.global_step}.pt")),
-            )
+            maps = feature_map_state_dict(self.model, full_state_dict(self.model))
+            if self.trainer.is_global_zero:
+                _save(maps, str(path.with_name(f"{path.stem}-step{self.global_step}.pt")))
 
     def _eval_step(self, batch, split: str) -> None:
         logits, labels = self(batch), self.labels(batch)
@@ -205,7 +207,7 @@ class ConversionTask(pl.LightningModule):
     def _eval_epoch_end(self, split: str) -> None:
         self.log(f"{split}/distill_steps", float(self.distill_steps))
         if self.objective == "causal_lm":
-            self.log(f"{split}/ppl", self.perplexity.compute(split), prog_bar=True)
+            self.log(f"{split}/ppl", self.perplexity.compute(split), prog_bar=True, sync_dist=True)
             return
         predictions, labels = (torch.cat(x) for x in zip(*self._outputs[split], strict=True))
         self._outputs[split].clear()
@@ -227,13 +229,15 @@ class ConversionTask(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def on_fit_end(self) -> None:
-        if self.trainer.fast_dev_run:  # a smoke test hands nothing on
+        if self.trainer.fast_dev_run or not (self.save_weights or self.save_feature_maps):
+            return  # a smoke test hands nothing on
+        state = full_state_dict(self.model)  # every rank takes part when the model is sharded
+        if not self.trainer.is_global_zero:
             return
         if self.save_weights:
-            weights = {k: v for k, v in self.model.state_dict().items() if f".{CHILD}." not in k}
-            _save(weights, self.save_weights)
+            _save({k: v for k, v in state.items() if f".{CHILD}." not in k}, self.save_weights)
         if self.save_feature_maps:
-            _save(feature_map_state_dict(self.model), self.save_feature_maps)
+            _save(feature_map_state_dict(self.model, state), self.save_feature_maps)
 
     def configure_optimizers(self):
         # every parameter: the finetune stage trains them all (set_stage unfreezes them when it starts)
