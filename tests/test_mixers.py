@@ -6,12 +6,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
-from hedgehog.mixers import H3, Hyena, causal_conv, fft_length, fftconv
+from hedgehog.attention import SoftmaxAttention, build_attention
+from hedgehog.config import compose
+from hedgehog.mixers import (
+    H3,
+    Hyena,
+    HyenaState,
+    causal_conv,
+    fft_length,
+    fftconv,
+    hybrid_attention_layers,
+    hybrid_h3,
+)
 from hedgehog.models import TransformerLM
-from hedgehog.models.conversion import convert
+from hedgehog.models.cache import LinearAttentionCache
+from hedgehog.models.conversion import (
+    MaskedKVCache,
+    convert,
+    converted_layers,
+    distillation_losses,
+    feature_map_parameters,
+    generates_from_state,
+    set_stage,
+)
+from hedgehog.train import train
 
-from .pipeline import compose_config
+from .pipeline import TINY, compose_config
 from .test_conversion import tiny_bert, tiny_gpt2
 
 H, D = 2, 4
@@ -299,13 +321,14 @@ def copy_batch(n, half, vocab):
     return torch.cat([a, torch.zeros(n, 1, dtype=torch.long), a], dim=1)
 
 
-@pytest.mark.parametrize("attention", ["h3", "hyena"])
+@pytest.mark.parametrize("attention", ["h3", "hyena", "h3_hybrid"])
 def test_config_builds_a_transformer_lm_whose_loss_falls_on_a_copy_task(attention, tmp_path):
     overrides = [f"attention={attention}", "data.seq_len=16", "model.d_model=32", "model.num_heads=2"]
     cfg = compose_config(overrides, tmp_path)
     lm = instantiate(cfg.model)
     assert isinstance(lm, TransformerLM)
-    assert type(lm.blocks[0].attn) is {"h3": H3, "hyena": Hyena}[attention]
+    layers = {"h3": [H3, H3], "hyena": [Hyena, Hyena], "h3_hybrid": [H3, SoftmaxAttention]}[attention]
+    assert [type(block.attn) for block in lm.blocks] == layers  # 2 layers: Hybrid H3's softmax in layer 1
     opt = torch.optim.Adam(lm.parameters(), lr=1e-2)
     ids = copy_batch(32, 7, 10)
     losses = []
@@ -346,3 +369,223 @@ def test_converted_gpt2_runs_the_mixer_and_ignores_left_padding(name):
 def test_converting_an_encoder_names_the_causal_limit():
     with pytest.raises(ValueError, match="causal=False"):
         convert(tiny_bert(), MIXERS["hyena"])
+
+
+# --- converted GPT-2: generation from the mixers' state, Hybrid H3's layers ----------------------------
+
+
+def fresh_gpt2(layers=4):
+    """A tiny random GPT-2 (4 layers: Hybrid H3 gets softmax in layers 1 and 3), width 32, 4 heads."""
+    config = GPT2Config(
+        vocab_size=100, n_embd=32, n_layer=layers, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
+    config._attn_implementation = "eager"
+    return GPT2LMHeadModel(config).eval()
+
+
+def gpt2_of(name):
+    model = fresh_gpt2()
+    convert(model, CONVERTED[name])
+    return model
+
+
+CONVERTED = {
+    "h3": MIXERS["h3"],
+    "h3_elementwise": MIXERS["h3_elementwise"],
+    "hyena": MIXERS["hyena"],
+    "h3_hybrid": partial(hybrid_h3, shift_size=5),
+}
+
+
+def greedy(model, ids, **kwargs):
+    return model.generate(
+        ids, max_new_tokens=10, do_sample=False, pad_token_id=0, return_dict_in_generate=True, **kwargs
+    )
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_converted_gpt2_generates_from_its_state_with_no_cache_passed(name):
+    """generate() brings LinearAttentionCache by itself: the same tokens as recomputing every step, and
+    the full forward's logits at every generated position."""
+    model = gpt2_of(name)
+    assert generates_from_state(model)
+    ids = torch.randint(1, 100, (2, 6))
+    with torch.no_grad():
+        cached = greedy(model, ids, output_logits=True)
+        uncached = greedy(model, ids, use_cache=False)
+        full = model(input_ids=cached.sequences).logits
+    assert isinstance(cached.past_key_values, LinearAttentionCache)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(torch.stack(cached.logits, dim=1), full[:, 5:-1], atol=1e-5, rtol=1e-5)
+
+
+SPLITS = [(0, 7), (7, 8), (8, 9), (9, 12), (12, 13), (13, 15)]  # prefill 7, then 1, 1, 3, 1, 2 tokens
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_prefill_then_decoding_several_tokens_per_call_matches_the_full_forward(name):
+    model = gpt2_of(name)
+    ids = torch.randint(1, 100, (2, 15))
+    cache = LinearAttentionCache(model)
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        steps = [model(input_ids=ids[:, a:b], cache=cache, use_cache=True).logits for a, b in SPLITS]
+    assert cache.get_seq_length() == 15 and all(layer.state.offset == 15 for layer in cache.layers)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["h3", "hyena", "h3_hybrid"])
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(name):
+    """Padding reaches every layer's state: H3 and Hyena zero the padded inputs, Hybrid H3's softmax
+    layers keep the padding mask of their past keys (MaskedKVCache) for every later token."""
+    model = gpt2_of(name)
+    prompts = [torch.randint(1, 100, (n,)) for n in (7, 4, 2)]
+    ids = torch.stack([torch.cat([torch.zeros(7 - len(p), dtype=torch.long), p]) for p in prompts])
+    mask = (torch.arange(7) >= 7 - torch.tensor([[7], [4], [2]])).long()
+    with torch.no_grad():
+        batch = greedy(model, ids, attention_mask=mask, output_logits=True)
+        if name == "h3_hybrid":
+            softmax_state = batch.past_key_values.layers[1].state
+            assert isinstance(softmax_state, MaskedKVCache) and softmax_state.key_mask.shape == (3, 16)
+            assert torch.equal(softmax_state.key_mask[:, :7], mask.bool())
+        for row, prompt in enumerate(prompts):
+            alone = greedy(model, prompt[None], output_logits=True)
+            assert torch.equal(batch.sequences[row, 7:], alone.sequences[0, len(prompt) :])
+            torch.testing.assert_close(
+                torch.stack(batch.logits)[:, row], torch.stack(alone.logits)[:, 0], atol=1e-5, rtol=1e-5
+            )
+
+
+@pytest.mark.parametrize("name", ["h3", "hyena", "h3_hybrid"])
+def test_beam_search_and_batch_expansion_reorder_the_states(name):
+    """Rows of every state field are selected and repeated (Hyena's filter, shared by all rows, is kept)."""
+    model = gpt2_of(name)
+    ids = torch.randint(1, 100, (3, 5))
+    order = torch.tensor([2, 0, 0])
+    reordered, repeated = LinearAttentionCache(model), LinearAttentionCache(model)
+    fresh, fresh_repeated = LinearAttentionCache(model), LinearAttentionCache(model)
+    with torch.no_grad():
+        model(input_ids=ids, cache=reordered, use_cache=True)
+        reordered.reorder_cache(order)
+        model(input_ids=ids[order], cache=fresh, use_cache=True)
+        model(input_ids=ids, cache=repeated, use_cache=True)
+        repeated.batch_repeat_interleave(2)
+        model(input_ids=ids.repeat_interleave(2, dim=0), cache=fresh_repeated, use_cache=True)
+        nxt = torch.randint(1, 100, (6, 1))
+        a = model(input_ids=nxt[:3], cache=reordered, use_cache=True).logits
+        b = model(input_ids=nxt[:3], cache=fresh, use_cache=True).logits
+        c = model(input_ids=nxt, cache=repeated, use_cache=True).logits
+        d = model(input_ids=nxt, cache=fresh_repeated, use_cache=True).logits
+        beams = greedy(model, ids[:2], num_beams=3).sequences
+        uncached = greedy(model, ids[:2], num_beams=3, use_cache=False).sequences
+    if name == "hyena":
+        assert all(isinstance(layer.state, HyenaState) for layer in repeated.layers)
+        assert all(layer.state.filter.shape == (32, 64) for layer in repeated.layers)  # (channels, max_len)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(c, d, atol=1e-6, rtol=1e-6)
+    assert torch.equal(beams, uncached)
+
+
+def test_h3_state_is_fixed_and_hyena_state_grows_by_one_input_per_token():
+    """nbytes: H3's state is the same after 16 and 48 tokens; Hyena keeps every long-convolution input
+    (channels float32 values per token, layer and row), so its next token costs O(T)."""
+    sizes = {}
+    for name in ("h3", "hyena"):
+        model = gpt2_of(name)
+        cache = LinearAttentionCache(model)
+        ids = torch.randint(1, 100, (2, 48))
+        with torch.no_grad():
+            model(input_ids=ids[:, :16], cache=cache, use_cache=True)
+            after_16 = cache.nbytes()
+            for t in range(16, 48):
+                model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)
+        sizes[name] = (after_16, cache.nbytes())
+        assert all(layer.keys is None and layer.values is None for layer in cache.layers)
+    assert sizes["h3"][0] == sizes["h3"][1]
+    layers, rows, channels = 4, 2, 32
+    assert sizes["hyena"][1] - sizes["hyena"][0] == layers * rows * channels * 4 * 32
+
+
+def test_a_mixed_model_refuses_past_keys_and_softmax_alone_keeps_the_key_cache():
+    hybrid = gpt2_of("h3_hybrid")
+    ids = torch.randint(1, 100, (1, 6))
+    with (
+        torch.no_grad(),
+        pytest.raises(ValueError, match=r"H3 layer .*pass cache=LinearAttentionCache\(model\)"),
+    ):
+        hybrid.generate(ids, max_new_tokens=3, do_sample=False, cache=DynamicCache())
+    softmax = tiny_gpt2()
+    convert(softmax, SoftmaxAttention)
+    assert not generates_from_state(softmax) and "generate" not in softmax.__dict__
+    with pytest.raises(ValueError, match="every converted layer is SoftmaxAttention"):
+        LinearAttentionCache(softmax)
+
+
+@pytest.mark.parametrize("name", ["h3", "hyena", "h3_hybrid"])
+def test_mixers_have_no_feature_maps_to_distil(name):
+    """Stage 1 has nothing to train: no feature-map parameters (ConversionTask then skips it), and the
+    distillation loss names why."""
+    model = gpt2_of(name)
+    assert feature_map_parameters(model) == {}
+    set_stage(model, "distill")
+    with torch.no_grad():
+        model(input_ids=torch.randint(1, 100, (1, 8)))
+    with pytest.raises(ValueError, match="no converted layer has any"):
+        distillation_losses(model)
+
+
+# --- layer index and Hybrid H3's placement ---------------------------------------------------------------
+
+
+def test_build_attention_hands_the_layer_index_only_to_constructors_that_name_it():
+    seen = []
+
+    def per_layer(num_heads, head_dim, causal, layer_index, num_layers):
+        seen.append((layer_index, num_layers))
+        return SoftmaxAttention(num_heads=num_heads, head_dim=head_dim, causal=causal)
+
+    convert(fresh_gpt2(layers=3), per_layer)
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+    lm = TransformerLM(vocab_size=10, d_model=8, num_layers=2, num_heads=2, max_len=8, attention=per_layer)
+    assert seen[3:] == [(0, 2), (1, 2)] and len(lm.blocks) == 2
+    # every other constructor is called exactly as before (SoftmaxAttention takes no layer index)
+    plain = build_attention(
+        SoftmaxAttention, num_heads=2, head_dim=4, causal=True, layer_index=5, num_layers=9
+    )
+    assert isinstance(plain, SoftmaxAttention)
+
+
+def test_hybrid_h3_puts_softmax_in_the_second_layer_and_two_thirds_up():
+    assert hybrid_attention_layers(12) == (1, 8)  # the H3 code's 125M configs: attn_layer_idx [1, 8]
+    assert hybrid_attention_layers(24) == (1, 16)
+    assert hybrid_attention_layers(6) == (1, 4) and hybrid_attention_layers(4) == (1, 3)
+    assert hybrid_attention_layers(2) == (1,)
+    layers = [type(layer.attention) for layer in converted_layers(gpt2_of("h3_hybrid"))]
+    assert layers == [H3, SoftmaxAttention, H3, SoftmaxAttention]
+    explicit = [
+        type(hybrid_h3(num_heads=H, head_dim=D, layer_index=i, num_layers=4, attention_layers=[0]))
+        for i in range(4)
+    ]
+    assert explicit == [SoftmaxAttention, H3, H3, H3]
+    with pytest.raises(ValueError, match="outside"):
+        hybrid_h3(num_heads=H, head_dim=D, layer_index=0, num_layers=4, attention_layers=[1, 8])
+    with pytest.raises(ValueError, match="one-layer"):
+        hybrid_h3(num_heads=H, head_dim=D, layer_index=0, num_layers=1)
+
+
+def test_hybrid_config_builds_the_gpt2_of_the_experiment():
+    cfg = compose(["experiment=gpt2_wt103", "attention=h3_hybrid"])
+    model = instantiate(cfg.model)
+    layers = converted_layers(model)
+    assert [type(layer.attention) for layer in layers] == [H3, SoftmaxAttention, H3, SoftmaxAttention]
+    assert layers[0].attention.ssm_head_dim == 1  # the elementwise H3 of the H3 code's WikiText-103 config
+
+
+@pytest.mark.parametrize("attention", ["h3", "hyena", "h3_hybrid"])
+def test_conversion_run_of_a_mixer_skips_stage_1(attention, tmp_path):
+    """experiment=gpt2_convert with a mixer trains end to end: stage 1 has no feature maps, so it is skipped."""
+    cfg = compose_config(["experiment=gpt2_convert", f"attention={attention}", *TINY], tmp_path)
+    record = train(cfg)
+    assert record["attention"] == attention
+    assert record["metrics"]["test/distill_steps"] == 0
+    assert torch.isfinite(torch.tensor(record["metrics"]["test/ppl"]))

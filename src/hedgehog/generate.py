@@ -11,9 +11,10 @@ The model is one of:
 - a Hugging Face model folder with its tokenizer (what ``task.save_pretrained`` writes): loaded with
   softmax attention as saved.
 
-A model whose converted layers are linear decodes from its fixed-size state (``LinearAttentionCache``,
-chosen by the converted model itself), so each new token costs the same at any context; softmax models
-use transformers' key cache. Greedy by default; ``--temperature`` turns sampling on, with ``--top-k``
+A model whose converted layers decode from their own state (linear attention, H3, Hyena; Hybrid H3's
+softmax layers keep their keys beside them) uses ``LinearAttentionCache``, chosen by the converted model
+itself, so with linear attention or H3 each new token costs the same at any context; softmax models use
+transformers' key cache. Greedy by default; ``--temperature`` turns sampling on, with ``--top-k``
 and ``--top-p``.
 """
 

@@ -6,8 +6,14 @@
 #   python -m experiments.gpt2_convert.make_table --scale embedded-h200).
 # Run from the repository root with the project on PYTHONPATH and hydra/omegaconf installed:
 #   PRETRAIN_STEPS=2000 DISTILL_STEPS=200 FINETUNE_STEPS=1000 bash experiments/gpt2_convert/lab/h200.sh
+#   PRETRAIN=0 ATTENTIONS="h3_hybrid hyena h3" FINETUNE_STEPS=1000 bash experiments/gpt2_convert/lab/h200.sh
+# The second call converts the same pretrained model (PRETRAIN=0: the one the first call left in outputs/ on
+# this machine) to the sub-quadratic baselines, 6 processes: the pretrained model's attention replaced by
+# H3, Hyena or Hybrid H3 (MLPs and embeddings kept), no stage 1 (they have no feature maps), stage 2 as the
+# other rows. Both calls publish into the same records folder and the table reads them all.
 set -u
 pretrain_steps=${PRETRAIN_STEPS:-2000}
+attentions=${ATTENTIONS:-softmax hedgehog t2r}
 max_time=${MAX_TIME:-00:00:04:00}
 logs=${LOGS:-outputs/gpt2_convert/h200_logs}
 mkdir -p "$logs"
@@ -16,23 +22,29 @@ size=(
   data.seq_len=512 data.batch_size=16 data.eval_batch_size=32
 )
 # the pretrained model: the softmax run of the larger from-scratch setting (its record stays under outputs/)
-python3 -m hedgehog.train experiment=gpt2_wt103 attention=softmax seed=0 logger=csv callbacks.progress_bar=null \
-  trainer.enable_progress_bar=false "${size[@]}" task.optimizer.lr=1e-3 task.warmup_steps=100 \
-  "trainer.max_steps=$pretrain_steps" trainer.val_check_interval=500 "+trainer.max_time=$max_time" \
-  > "$logs/pretrain.log" 2>&1 || { tail -30 "$logs/pretrain.log"; exit 1; }
+if [ "${PRETRAIN:-1}" = 1 ]; then
+  python3 -m hedgehog.train experiment=gpt2_wt103 attention=softmax seed=0 logger=csv callbacks.progress_bar=null \
+    trainer.enable_progress_bar=false "${size[@]}" task.optimizer.lr=1e-3 task.warmup_steps=100 \
+    "trainer.max_steps=$pretrain_steps" trainer.val_check_interval=500 "+trainer.max_time=$max_time" \
+    > "$logs/pretrain.log" 2>&1 || { tail -30 "$logs/pretrain.log"; exit 1; }
+fi
 convert=(
   experiment=gpt2_convert publish=true "paths.published_dir=$PWD/experiments/gpt2_convert/records/embedded-h200"
   logger=csv callbacks.progress_bar=null trainer.enable_progress_bar=false "tags=[gpt2_convert,h200]"
   data.seq_len=512 data.batch_size=16 data.eval_batch_size=32
   "gpt2_convert.distill_steps=${DISTILL_STEPS:-200}" "gpt2_convert.finetune_steps=${FINETUNE_STEPS:-1000}"
 )
-python3 -m hedgehog.train "${convert[@]}" attention=softmax seed=0 task.distill_steps=0 task.finetune_steps=0 \
-  > "$logs/zero_shot.log" 2>&1 &
+case " $attentions " in
+  *" softmax "*) python3 -m hedgehog.train "${convert[@]}" attention=softmax seed=0 task.distill_steps=0 \
+    task.finetune_steps=0 > "$logs/zero_shot.log" 2>&1 & ;;
+esac
 for seed in 0 1; do
-  python3 -m hedgehog.train "${convert[@]}" attention=softmax "seed=$seed" > "$logs/softmax-s$seed.log" 2>&1 &
-  python3 -m hedgehog.train "${convert[@]}" attention=hedgehog "seed=$seed" > "$logs/hedgehog-s$seed.log" 2>&1 &
-  python3 -m hedgehog.train "${convert[@]}" attention=t2r "seed=$seed" task.distill_steps=0 \
-    > "$logs/t2r-s$seed.log" 2>&1 &
+  for attention in $attentions; do
+    # rows trained end to end have no stage 1 (T2R by choice; the mixers have no feature maps)
+    case $attention in t2r | h3 | hyena | h3_hybrid) stages=(task.distill_steps=0) ;; *) stages=() ;; esac
+    python3 -m hedgehog.train "${convert[@]}" "attention=$attention" "seed=$seed" ${stages[@]+"${stages[@]}"} \
+      > "$logs/$attention-s$seed.log" 2>&1 &
+  done
 done
 wait
 python3 -m experiments.gpt2_convert.make_table --scale embedded-h200

@@ -18,6 +18,7 @@ from hedgehog.attention.layer import (
     LinearAttention,
     SlidingWindowLinearAttention,
     SoftmaxAttention,
+    build_attention,
     check_qkv,
 )
 from hedgehog.attention.linear_attention import (
@@ -54,6 +55,7 @@ __all__ = [
     "Taylor2FeatureMap",
     "WindowAttentionState",
     "attention_distillation_loss",
+    "build_attention",
     "check_qkv",
     "chunked_linear_attention",
     "chunked_window_attention",

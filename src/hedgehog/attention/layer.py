@@ -3,11 +3,13 @@
 All take projected q, k, v laid out (batch, heads, tokens, head_dim) and return the output
 (same layout) and a cache for the next call: a KV cache for softmax, the fixed-size
 recurrent state for linear attention and for the sliding-window hybrid. Models build them from config as
-``attention(num_heads=..., head_dim=..., causal=...)`` (a Hydra partial).
+``attention(num_heads=..., head_dim=..., causal=...)`` (a Hydra partial), through ``build_attention``,
+which also hands a constructor that asks for them the layer's index and the number of layers.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -67,6 +69,26 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor, check_finite: bool = True) -> Non
                 torch._assert_async(finite, message)
             elif not finite:
                 raise FloatingPointError(message)
+
+
+def build_attention(
+    attention: Callable[..., nn.Module],
+    num_heads: int,
+    head_dim: int,
+    causal: bool,
+    layer_index: int,
+    num_layers: int,
+) -> nn.Module:
+    """``attention(num_heads=, head_dim=, causal=)`` for layer ``layer_index`` of ``num_layers``.
+
+    A constructor whose signature names ``layer_index`` or ``num_layers`` receives them (a choice per
+    layer, as Hybrid H3's softmax layers among H3 layers, ``hedgehog.mixers.hybrid_h3``); every other
+    attention is built exactly as before, the same in every layer.
+    """
+    names = inspect.signature(attention).parameters
+    per_layer = {"layer_index": layer_index, "num_layers": num_layers}
+    extra = {name: value for name, value in per_layer.items() if name in names}
+    return attention(num_heads=num_heads, head_dim=head_dim, causal=causal, **extra)
 
 
 class KVCache(NamedTuple):

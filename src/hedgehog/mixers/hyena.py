@@ -69,6 +69,9 @@ class HyenaState(NamedTuple):
     inputs: Tensor
     filter: Tensor
 
+    # fields without a batch dimension, the same for every row (a cache that selects rows keeps them)
+    shared_fields = ("filter",)
+
     @property
     def offset(self) -> int:
         return self.inputs.shape[-1]

@@ -9,9 +9,11 @@ scaling=..., dropout=...)`` with (batch, heads, tokens, head_dim) tensors, and a
 output projection to the result. ``convert``:
 
 - attaches one project attention module (``LinearAttention`` with any feature map, the sliding-window
-  hybrid ``SlidingWindowLinearAttention``, or ``SoftmaxAttention``), wrapped in ``ConvertedAttention``,
-  as the child ``converted_attention`` of
-  every self-attention module listed in ``ATTENTION_CLASSES`` for the model's type;
+  hybrid ``SlidingWindowLinearAttention``, ``SoftmaxAttention``, or a sequence mixer of
+  ``hedgehog.mixers``: H3, Hyena), wrapped in ``ConvertedAttention``, as the child
+  ``converted_attention`` of every self-attention module listed in ``ATTENTION_CLASSES`` for the
+  model's type; a constructor that names ``layer_index`` or ``num_layers`` receives them (a per-layer
+  choice, as Hybrid H3's softmax layers among H3 layers);
 - registers the attention function ``"hedgehog"`` (and its mask function) with transformers and
   switches the model to it, so each attention module calls its own ``converted_attention``.
 
@@ -21,16 +23,10 @@ weights, and feature maps act on the same q and k the softmax saw (after RoPE fo
 
 What trains in each stage (``set_stage``, the paper's two-stage recipe: distil, then finetune):
 
-<<<<<<< HEAD
 - ``distill``: only feature-map parameters train (and the hybrid's per-head window factors: what
   ``feature_map_parameters`` selects); every layer outputs its softmax attention (the teacher), so
   each layer's q and k are exactly the original model's, and records the (q, k, v) it saw for the
   attention-distillation loss (``distillation_losses``);
-- ``finetune``: every parameter trains and every layer outputs its converted attention.
-=======
-- ``distill``: only feature-map parameters train; every layer outputs its softmax attention
-  (the teacher), so each layer's q and k are exactly the original model's, and records the
-  (q, k) it saw for the attention-distillation loss (``distillation_losses``);
 - ``finetune``: every parameter trains and every layer outputs its converted attention; with LoRA
   attached (``hedgehog.models.lora.add_lora``) only the adapters train, plus the feature maps if
   ``add_lora`` was asked to train them.
@@ -42,15 +38,18 @@ distillation loss and the linear attention all see the query whose standard soft
 model's. Gemma-2's logit soft-capping is computed by neither and is rejected at conversion.
 Sliding windows: converted layers attend to every earlier token, which equals a window of W only
 up to W tokens; a layer called with a window shorter than its keys (or its state's tokens) raises.
->>>>>>> llama
 
 Masks: padding reaches the converted attention as a boolean (batch, 1, Tq, Tk) mask (or None);
 causal masking comes from the module's own ``is_causal``. Attention-weight dropout is not applied
 by converted layers (linear attention never forms the weights).
 
-Generation: a causal model whose converted layers are all linear decodes from its fixed-size state
-with ``LinearAttentionCache`` (``hedgehog.models.cache``); softmax conversions keep transformers' key
-cache: earlier keys arrive before the new ones and ``SoftmaxAttention`` attends to all of them.
+Generation: layers whose attention returns its own state (``ConvertedAttention.decodes_from_state``:
+linear attention, the sliding-window hybrid, H3, Hyena; every attention but softmax) continue from it,
+through ``LinearAttentionCache`` (``hedgehog.models.cache``), never from past keys. A causal model with
+at least one such layer brings that cache to ``generate`` by itself; its softmax layers, if any (Hybrid
+H3's), keep their keys, values and padding mask in the same cache (``MaskedKVCache``). Softmax-only
+conversions keep transformers' key cache: earlier keys arrive before the new ones and
+``SoftmaxAttention`` attends to all of them.
 """
 
 from __future__ import annotations
@@ -71,6 +70,7 @@ from hedgehog.attention import (
     SlidingWindowLinearAttention,
     SoftmaxAttention,
     attention_distillation_loss,
+    build_attention,
 )
 
 if TYPE_CHECKING:
@@ -122,6 +122,22 @@ class RecordedAttention(NamedTuple):
     key_padding_mask: Tensor | None
 
 
+class MaskedKVCache(NamedTuple):
+    """A softmax layer's keys and values (B, H, T, D) in ``LinearAttentionCache``, with their padding mask.
+
+    key_mask (B, T), True = real: the state cache's masks cover only each call's new tokens (the layers
+    decoding from a state need no more), so a softmax layer keeps the mask of its past keys itself.
+    """
+
+    k: Tensor
+    v: Tensor
+    key_mask: Tensor
+
+    @property
+    def offset(self) -> int:
+        return self.k.shape[-2]
+
+
 class ConvertedAttention(nn.Module):
     """The project attention of one converted layer, plus the softmax teacher on the same q, k.
 
@@ -141,8 +157,14 @@ class ConvertedAttention(nn.Module):
 
     @property
     def is_linear(self) -> bool:
-        """Feature maps and a fixed-size state: linear attention or the sliding-window hybrid."""
+        """Feature maps and a fixed-size state: linear attention or the sliding-window hybrid (what stage 1 distils)."""
         return isinstance(self.attention, LinearAttention | SlidingWindowLinearAttention)
+
+    @property
+    def decodes_from_state(self) -> bool:
+        """Whether the attention continues from the state its forward returns, never from past keys:
+        linear attention, the sliding-window hybrid, H3, Hyena; every attention but softmax."""
+        return not isinstance(self.attention, SoftmaxAttention)
 
     def forward(
         self,
@@ -193,9 +215,10 @@ class ConvertedAttention(nn.Module):
             )
         if not isinstance(attention, SoftmaxAttention):
             raise ValueError(
-                f"a key cache handed this linear layer {past} earlier keys; linear layers continue from "
-                "their fixed-size state instead: pass cache=LinearAttentionCache(model) to generate() "
-                "or to the forward (past_key_values= before transformers 5.24; hedgehog.models.conversion)"
+                f"a key cache handed this {type(attention).__name__} layer {past} earlier keys; layers that "
+                "decode from their own state (linear, H3, Hyena) continue from it instead: pass "
+                "cache=LinearAttentionCache(model) to generate() or to the forward (past_key_values= before "
+                "transformers 5.24; hedgehog.models.conversion)"
             )
         k_past, k_new = k.split([past, q.shape[-2]], dim=-2)
         v_past, v_new = v.split([past, q.shape[-2]], dim=-2)
@@ -216,7 +239,8 @@ class ConvertedAttention(nn.Module):
     def _continue(
         self, slot: LinearStateLayer, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None
     ) -> Tensor:
-        """Linear attention over this call's tokens from the layer's stored state; the new state replaces it."""
+        """This call's tokens from the layer's stored state (a softmax layer's: its keys, values and
+        their mask); the new state replaces it."""
         if self.teacher_forward:
             raise RuntimeError(
                 "the distill stage outputs softmax attention, which needs every past key, but "
@@ -229,8 +253,23 @@ class ConvertedAttention(nn.Module):
                 f"LinearAttentionCache layer has seen {slot.seen} tokens but its state holds {done} and this "
                 f"call brings {q.shape[-2]}; a forward through this cache stopped part-way: start a new cache"
             )
+        if isinstance(self.attention, SoftmaxAttention):
+            out, slot.state = self._continue_softmax(slot.state, q, k, v, key_padding_mask)
+            return out
         out, slot.state = self.attention(q, k, v, cache=slot.state, key_padding_mask=key_padding_mask)
         return out
+
+    def _continue_softmax(
+        self, state: MaskedKVCache | None, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None
+    ) -> tuple[Tensor, MaskedKVCache]:
+        """Softmax over the stored and the new keys; the mask of the new ones joins the stored mask."""
+        new = key_padding_mask
+        if new is None:
+            new = torch.ones(k.shape[0], k.shape[-2], dtype=torch.bool, device=k.device)
+        mask = new.bool() if state is None else torch.cat([state.key_mask, new.bool()], dim=-1)
+        past = None if state is None else KVCache(state.k, state.v)
+        out, keys = self.attention(q, k, v, cache=past, key_padding_mask=mask)
+        return out, MaskedKVCache(keys.k, keys.v, mask)
 
 
 def _key_padding_mask(attention_mask: Tensor | None, num_keys: int) -> Tensor | None:
@@ -297,13 +336,16 @@ def _heads_and_dim(module: nn.Module) -> tuple[int, int]:
 def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list[str]:
     """Swap every self-attention of ``model`` for ``attention(num_heads=, head_dim=, causal=)``, in place.
 
-    ``attention`` is a project attention constructor (the Hydra partial from conf/attention/).
+    ``attention`` is a project attention constructor (the Hydra partial from conf/attention/); one
+    that names ``layer_index`` or ``num_layers`` also gets the layer's index among the converted
+    modules (model order) and their count (``build_attention``).
     Pretrained q/k/v/o weights are kept; returns the names of the converted modules.
     """
     if getattr(model, "hedgehog_previous_attn", None) is not None:
         raise ValueError("model is already converted; call revert(model) before converting it again")
     converted = []
-    for name, module in attention_modules(model):
+    modules = list(attention_modules(model))
+    for index, (name, module) in enumerate(modules):
         heads, head_dim = _heads_and_dim(module)
         softcap = getattr(module, "attn_logit_softcapping", None)
         if softcap is not None:
@@ -314,7 +356,14 @@ def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list
                 "model's)"
             )
         causal = bool(getattr(module, "is_causal", False))
-        project = attention(num_heads=heads, head_dim=head_dim, causal=causal)
+        project = build_attention(
+            attention,
+            num_heads=heads,
+            head_dim=head_dim,
+            causal=causal,
+            layer_index=index,
+            num_layers=len(modules),
+        )
         # on the device of the layer it joins (feature maps stay float32; autocast runs them in half)
         converted_attention = ConvertedAttention(project, heads, head_dim, causal)
         anchor = next(module.parameters(), None)
@@ -330,16 +379,22 @@ def convert(model: PreTrainedModel, attention: Callable[..., nn.Module]) -> list
     model.hedgehog_previous_attn = model.config._attn_implementation
     model.set_attn_implementation(ATTN_IMPLEMENTATION)
     set_stage(model, "finetune")
-    layers = converted_layers(model)
-    if hasattr(model, "generate") and all(layer.causal and layer.is_linear for layer in layers):
+    if hasattr(model, "generate") and generates_from_state(model):
         model.generate = MethodType(_generate_from_state, model)
     return converted
 
 
+def generates_from_state(model: nn.Module) -> bool:
+    """Whether a converted model decodes through ``LinearAttentionCache``: every layer causal and at
+    least one that decodes from its own state (the others, softmax, keep their keys in that cache)."""
+    layers = converted_layers(model)
+    return all(layer.causal for layer in layers) and any(layer.decodes_from_state for layer in layers)
+
+
 def _generate_from_state(self: PreTrainedModel, *args, **kwargs):
-    """``generate`` of a converted model whose layers decode from a fixed-size state: with no cache
+    """``generate`` of a converted model whose layers decode from their own state: with no cache
     given, it brings its own ``LinearAttentionCache`` (transformers' default key cache would be refused
-    by the linear layers, and releases before 5.24 ignore ``cache=``, decoding with no past at all)."""
+    by those layers, and releases before 5.24 ignore ``cache=``, decoding with no past at all)."""
     from hedgehog.models.cache import LinearAttentionCache
 
     if (
@@ -456,5 +511,8 @@ def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
             )
         )
     if not losses:
-        raise ValueError("distillation needs linear attention, but every converted layer is softmax")
+        raise ValueError(
+            "distillation needs linear attention (feature maps), but no converted layer has any (softmax, "
+            "H3, Hyena); train these end to end (distill_steps 0)"
+        )
     return losses

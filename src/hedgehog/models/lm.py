@@ -12,9 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hedgehog.attention import build_attention
+
 
 class Block(nn.Module):
-    """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual."""
+    """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual; layer ``layer_index`` of ``num_layers``
+    (handed to an attention constructor that names them, as Hybrid H3's)."""
 
     def __init__(
         self,
@@ -23,6 +26,8 @@ class Block(nn.Module):
         attention: Callable[..., nn.Module],
         mlp_ratio: int,
         dropout: float,
+        layer_index: int = 0,
+        num_layers: int = 1,
     ) -> None:
         super().__init__()
         if d_model % num_heads:
@@ -30,7 +35,14 @@ class Block(nn.Module):
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
         self.ln_attn = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.attn = attention(num_heads=num_heads, head_dim=self.head_dim, causal=True)
+        self.attn = build_attention(
+            attention,
+            num_heads=num_heads,
+            head_dim=self.head_dim,
+            causal=True,
+            layer_index=layer_index,
+            num_layers=num_layers,
+        )
         self.out = nn.Linear(d_model, d_model)
         self.ln_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
@@ -67,7 +79,7 @@ class TransformerLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, attention, mlp_ratio, dropout) for _ in range(num_layers)
+            Block(d_model, num_heads, attention, mlp_ratio, dropout, i, num_layers) for i in range(num_layers)
         )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)

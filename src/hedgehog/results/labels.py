@@ -17,9 +17,12 @@ ATTENTION_LABELS: dict[str, str] = {
     "exp_t2": "exp(t = 2)",
     "t2r": "T2R",
     "t2r_hh": "T2R-HH",
+    "h3": "H3",
+    "hyena": "Hyena",
+    "h3_hybrid": "Hybrid H3",
 }
 # the attention names whose published row in experiments/paper_results.yaml has another key
-PAPER_KEYS = {"exp_t": "exp_t1"}
+PAPER_KEYS = {"exp_t": "exp_t1", "h3_hybrid": "hybrid_h3"}
 
 
 def attention_label(name: str) -> str:
