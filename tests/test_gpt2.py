@@ -182,8 +182,12 @@ def test_generate_cli_from_a_run_and_from_a_saved_model(tmp_path, capsys):
     expected = prompt + tokenizer.decode(greedy[0, ids.shape[1] :].tolist())
     generate_main([str(run), "--prompt", prompt, "--max-new-tokens", "6"])
     assert capsys.readouterr().out.strip() == expected.strip()
+    assert not Path(cfg.task.save_pretrained).exists()  # only softmax models are saved as pretrained folders
+    softmax = compose_config(["experiment=gpt2_wt103", "attention=softmax", *TINY], tmp_path / "softmax")
+    train(softmax)
+    capsys.readouterr()
     generate_main(
-        [cfg.task.save_pretrained, "--prompt", prompt, "--max-new-tokens", "3", "--temperature", "0.8"]
+        [softmax.task.save_pretrained, "--prompt", prompt, "--max-new-tokens", "3", "--temperature", "0.8"]
     )
     assert capsys.readouterr().out.startswith(prompt)
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
