@@ -13,25 +13,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hedgehog.attention import FeatureMap
 from hedgehog.data.loading import IGNORE_INDEX
 from hedgehog.tasks.optim import param_groups, warmup_cosine
 
 
 class LanguageModelingTask(pl.LightningModule):
-    """Wraps a model mapping input_ids -> (logits, caches) with an optimizer from config."""
+    """Wraps a model mapping input_ids -> (logits, caches) with an optimizer from config.
+
+    The schedule is a linear warm-up over ``warmup_steps`` (a step count, or below 1 a fraction of
+    the run's steps), then cosine decay to ``min_lr_ratio`` of the peak; the defaults make it one-cycle.
+    ``weight_decay`` hits matrices only, and the feature maps' matrices only if ``decay_feature_maps``
+    (Hedgehog's W starts at the identity: decay pulls it towards zero, not back to its start).
+    """
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_steps: int = 0,
+        warmup_steps: float = 0.3,
+        min_lr_ratio: float = 0.0,
         weight_decay: float = 0.0,
+        decay_feature_maps: bool = False,
     ) -> None:
         super().__init__()
+        if warmup_steps < 0 or (warmup_steps >= 1 and warmup_steps != int(warmup_steps)):
+            raise ValueError(
+                f"warmup_steps must be a step count (0, 1, 2, ...) or a fraction of the run below 1, "
+                f"got {warmup_steps}"
+            )
         self.model = model
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
         self.weight_decay = weight_decay
+        self.decay_feature_maps = decay_feature_maps
 
     def forward(self, input_ids: Tensor) -> Tensor:
         return self.model(input_ids)[0]
@@ -66,8 +82,11 @@ class LanguageModelingTask(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(
-            param_groups((p for p in self.parameters() if p.requires_grad), self.weight_decay)
-        )
-        scheduler = warmup_cosine(optimizer, int(self.trainer.estimated_stepping_batches), self.warmup_steps)
+        feature_maps = [m for m in self.model.modules() if isinstance(m, FeatureMap)]
+        no_decay = [] if self.decay_feature_maps else [p for m in feature_maps for p in m.parameters()]
+        trainable = (p for p in self.parameters() if p.requires_grad)
+        optimizer = self.optimizer(param_groups(trainable, self.weight_decay, no_decay))
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = round(self.warmup_steps * total) if self.warmup_steps < 1 else int(self.warmup_steps)
+        scheduler = warmup_cosine(optimizer, total, warmup, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
