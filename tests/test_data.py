@@ -1,5 +1,7 @@
 """The associative-recall generator: deterministic, well formed, clear errors."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -48,3 +50,28 @@ def test_datamodule_splits_differ():
     assert not torch.equal(dm.splits["train"].tensors[0], dm.splits["val"].tensors[0])
     batch = next(iter(dm.train_dataloader()))
     assert batch[0].shape == (4, 32)
+
+
+def test_sampling_in_blocks_draws_what_one_draw_would(monkeypatch):
+    """Keys and values come from blocks of rows (bounded memory at a vocabulary of thousands): the same
+    sequences as one draw of every row, the k smallest of each row's uniform draws."""
+    module = importlib.import_module("hedgehog.data.associative_recall")  # the module, not its function
+    whole = associative_recall(40, 64, 4, 32, seed=5)
+    monkeypatch.setattr(module, "_BLOCK_ELEMENTS", 7 * 31)  # 7 rows of 31 keys a block
+    blocks = associative_recall(40, 64, 4, 32, seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(whole, blocks, strict=True))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.rand(5, 31, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(module._sample_distinct(5, 31, 4, g), draws.argsort(-1)[:, :4])
+
+
+def test_a_zoology_sized_vocabulary_is_quick_and_well_formed():
+    """MQAR at vocabulary 8,192 (4,095 keys): distinct keys and values, every query answerable."""
+    inputs, labels = associative_recall(2000, 8192, 16, 256, seed=0)
+    keys, values = inputs[:, 0:32:2], inputs[:, 1:32:2]
+    assert (keys.sort(-1).values.diff(dim=-1) > 0).all() and (values.sort(-1).values.diff(dim=-1) > 0).all()
+    assert keys.max() <= 4095 and values.min() > 4095
+    scored = labels != IGNORE_INDEX
+    assert (scored.sum(-1) == 16).all()
+    answer = torch.zeros(2000, 8192, dtype=torch.long).scatter_(1, keys, values)
+    assert torch.equal(answer.gather(1, inputs)[scored], labels[scored])

@@ -70,3 +70,29 @@ def test_linear_state_does_not_grow_while_kv_cache_does():
 def test_too_long_input_names_max_len():
     with pytest.raises(ValueError, match="max_len"):
         model(ATTENTIONS["softmax"], max_len=8)(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_default_init_is_pytorchs_with_an_untied_head():
+    """The recipe that trains associative recall: PyTorch's init (embeddings N(0, 1)), an untied head;
+    init_std and tie_head give GPT-2's (N(0, 0.02^2), zero biases, the head sharing the embedding)."""
+    torch.manual_seed(0)
+    lm = TransformerLM(
+        vocab_size=500, d_model=64, num_layers=2, num_heads=1, max_len=32, attention=SoftmaxAttention
+    )
+    assert lm.head.weight is not lm.embed.weight
+    assert 0.9 < lm.embed.weight.std() < 1.1
+    qkv = lm.blocks[0].qkv
+    assert qkv.weight.abs().max() <= 64**-0.5 and qkv.bias.abs().max() > 0
+    gpt2 = TransformerLM(
+        vocab_size=500,
+        d_model=64,
+        num_layers=2,
+        num_heads=1,
+        max_len=32,
+        attention=SoftmaxAttention,
+        tie_head=True,
+        init_std=0.02,
+    )
+    assert gpt2.head.weight is gpt2.embed.weight
+    assert 0.018 < gpt2.embed.weight.std() < 0.022 and 0.018 < gpt2.blocks[0].qkv.weight.std() < 0.022
+    assert (gpt2.blocks[0].qkv.bias == 0).all()

@@ -116,7 +116,7 @@ def ar_column(scale: str, folder: Path) -> tuple[dict[str, str], str]:
     if not folder.exists():
         return {}, f"no associative-recall records at {scale} scale"
     groups: dict[tuple[int, int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in load_records([folder], experiment="associative_recall"):
+    for r in load_records([folder], experiment="associative_recall", tags=["difficulty_sweep"]):
         data, model = r["config"]["data"], r["config"]["model"]
         if "test/acc" in r["metrics"]:
             key = (data["num_pairs"], data["seq_len"], model["d_model"])

@@ -18,6 +18,26 @@ from torch.utils.data import DataLoader, TensorDataset
 from hedgehog.data.loading import IGNORE_INDEX, ResumableLoader
 
 PAD = 0
+# random numbers drawn per block of rows when sampling keys and values (bounds memory at large vocabularies)
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def _sample_distinct(num_rows: int, population: int, k: int, generator: torch.Generator) -> Tensor:
+    """(num_rows, k) indices into range(population), distinct within a row, in random order.
+
+    The k smallest of ``population`` uniform draws per row: a uniformly random ordered k-subset.
+    Rows are drawn in blocks, which gives the same numbers as one draw while bounding memory at
+    a vocabulary of thousands; topk keeps it fast (a full sort of 100k x 4k draws takes minutes).
+    """
+    rows = max(1, _BLOCK_ELEMENTS // population)
+    return torch.cat(
+        [
+            torch.rand(min(rows, num_rows - start), population, generator=generator)
+            .topk(k, dim=-1, largest=False)
+            .indices
+            for start in range(0, num_rows, rows)
+        ]
+    )
 
 
 def associative_recall(
@@ -38,8 +58,8 @@ def associative_recall(
         )
     g = torch.Generator().manual_seed(seed)
     n, p = num_samples, num_pairs
-    keys = torch.rand(n, num_keys, generator=g).argsort(-1)[:, :p] + 1
-    values = torch.rand(n, num_values, generator=g).argsort(-1)[:, :p] + 1 + num_keys
+    keys = _sample_distinct(n, num_keys, p, g) + 1
+    values = _sample_distinct(n, num_values, p, g) + 1 + num_keys
     inputs = torch.full((n, seq_len), PAD, dtype=torch.long)
     labels = torch.full((n, seq_len), IGNORE_INDEX, dtype=torch.long)
     inputs[:, 0 : 2 * p : 2], inputs[:, 1 : 2 * p : 2] = keys, values
@@ -49,7 +69,7 @@ def associative_recall(
     # written after its query, the last query's value would be the one not yet repeated,
     # and elimination alone would score about 52% with 4 pairs, without any recall.
     slots = (seq_len - 2 * p) // 2
-    slot_of_query = torch.rand(n, slots, generator=g).argsort(-1)[:, :p]
+    slot_of_query = _sample_distinct(n, slots, p, g)
     position = 2 * p + 2 * slot_of_query
     order = torch.rand(n, p, generator=g).argsort(-1)
     inputs.scatter_(1, position, keys.gather(1, order))

@@ -61,7 +61,16 @@ class Block(nn.Module):
 
 
 class TransformerLM(nn.Module):
-    """Token + learned position embeddings, ``num_layers`` blocks, tied output head."""
+    """Token + learned position embeddings, ``num_layers`` blocks, an output head.
+
+    ``tie_head`` shares the head's weight with the token embedding. ``init_std`` draws the weight of
+    every ``nn.Linear`` and ``nn.Embedding`` (those inside attention modules too) from N(0, init_std^2),
+    with zero biases (GPT-2's 0.02); ``None`` keeps PyTorch's default initialisation (embeddings
+    N(0, 1), linear layers uniform with bound 1/sqrt(fan_in)). Other parameters (Hedgehog's W and b)
+    keep their own initialisation either way. The defaults, PyTorch's init and an untied head, are what
+    trains associative recall from scratch at learning rates up to 1e-2; GPT-2's 0.02 with a tied head
+    left softmax attention at chance above 1e-3 (experiments/associative_recall/README.md, the ablation).
+    """
 
     def __init__(
         self,
@@ -73,6 +82,8 @@ class TransformerLM(nn.Module):
         attention: Callable[..., nn.Module],
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        tie_head: bool = False,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         self.max_len = max_len
@@ -83,15 +94,14 @@ class TransformerLM(nn.Module):
         )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self.head.weight = self.embed.weight
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        if tie_head:
+            self.head.weight = self.embed.weight
+        if init_std is not None:
+            for module in self.modules():
+                if isinstance(module, nn.Linear | nn.Embedding):
+                    nn.init.normal_(module.weight, std=init_std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: Tensor, caches: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
         """Logits (B, T, vocab) and per-layer caches; pass the caches back to continue decoding."""

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from hedgehog.attention import FeatureMap
 from hedgehog.data.loading import IGNORE_INDEX
 from hedgehog.tasks.optim import param_groups, warmup_cosine
 
@@ -52,6 +53,10 @@ class SplitPerplexity(nn.Module):
 class LanguageModelingTask(pl.LightningModule):
     """Wraps a causal LM (input_ids -> logits) with an optimizer from config.
 
+    The schedule is a linear warm-up over ``warmup_steps`` (a step count, or below 1 a fraction of
+    the run's steps), then cosine decay to ``min_lr_ratio`` of the peak; the defaults make it one-cycle.
+    ``weight_decay`` hits matrices only, and the feature maps' matrices only if ``decay_feature_maps``
+    (Hedgehog's W starts at the identity: decay pulls it towards zero, not back to its start).
     ``save_pretrained``: a folder where a trained softmax Hugging Face model (its own weights, without
     the converted-attention modules) and the data module's tokenizer are saved at the end of training:
     what a later conversion starts from (the embedded stand-in of a pretrained checkpoint). Models with
@@ -63,16 +68,25 @@ class LanguageModelingTask(pl.LightningModule):
         self,
         model: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_steps: int = 0,
+        warmup_steps: float = 0.3,
+        min_lr_ratio: float = 0.0,
         weight_decay: float = 0.0,
+        decay_feature_maps: bool = False,
         perplexity: bool = False,
         save_pretrained: str | None = None,
     ) -> None:
         super().__init__()
+        if warmup_steps < 0 or (warmup_steps >= 1 and warmup_steps != int(warmup_steps)):
+            raise ValueError(
+                f"warmup_steps must be a step count (0, 1, 2, ...) or a fraction of the run below 1, "
+                f"got {warmup_steps}"
+            )
         self.model = model
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
         self.weight_decay = weight_decay
+        self.decay_feature_maps = decay_feature_maps
         self.perplexity = SplitPerplexity() if perplexity else None
         self.save_pretrained = save_pretrained
 
@@ -129,8 +143,11 @@ class LanguageModelingTask(pl.LightningModule):
             save_pretrained_model(self.model, self.save_pretrained, self.trainer.datamodule.tokenizer)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(
-            param_groups((p for p in self.parameters() if p.requires_grad), self.weight_decay)
-        )
-        scheduler = warmup_cosine(optimizer, int(self.trainer.estimated_stepping_batches), self.warmup_steps)
+        feature_maps = [m for m in self.model.modules() if isinstance(m, FeatureMap)]
+        no_decay = [] if self.decay_feature_maps else [p for m in feature_maps for p in m.parameters()]
+        trainable = (p for p in self.parameters() if p.requires_grad)
+        optimizer = self.optimizer(param_groups(trainable, self.weight_decay, no_decay))
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = round(self.warmup_steps * total) if self.warmup_steps < 1 else int(self.warmup_steps)
+        scheduler = warmup_cosine(optimizer, total, warmup, self.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

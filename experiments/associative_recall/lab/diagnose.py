@@ -5,13 +5,13 @@ feature maps, so one configuration takes seconds on one CPU thread. It exists to
 hypotheses about Hedgehog's training (form, heads, temperature, learning rate) with
 several seeds; the reported results come from the Hydra sweep (make reproduce-ar).
 
-python experiments/associative_recall/diagnose.py --attention hedgehog elu1 --lr 1e-3 3e-3 \
+python -m experiments.associative_recall.lab.diagnose --attention hedgehog elu1 --lr 1e-3 3e-3 \
     --seeds 0 1 --pairs 4 --seq-len 32 --heads 1 --steps 600
 
 Prints one line per run (final validation accuracy and the step it first reached 90%) and,
 for linear attention, the entropy of the last layer's attention weights at the query positions.
 
-python experiments/associative_recall/diagnose.py --slopes
+python -m experiments.associative_recall.lab.diagnose --slopes
 prints, for Hedgehog at its identity init, how fast log phi(q).phi(k) rises with q.k (softmax
 attention: 1/sqrt(d)), per head dim, form and temperature.
 """
@@ -100,8 +100,16 @@ def run(args: argparse.Namespace, name: str, lr: float, seed: int, heads: int, t
     torch.manual_seed(seed)
     x_tr, y_tr = associative_recall(args.num_train, args.vocab, args.pairs, args.seq_len, seed * 1000)
     x_va, y_va = associative_recall(500, args.vocab, args.pairs, args.seq_len, seed * 1000 + 1)
+    # the recipe these diagnostics were run with (GPT-2 init, tied head), not the model's defaults now
     model = TransformerLM(
-        args.vocab, args.width, 2, heads, args.seq_len, attention_factory(name, args.seq_len, temperature)
+        args.vocab,
+        args.width,
+        2,
+        heads,
+        args.seq_len,
+        attention_factory(name, args.seq_len, temperature),
+        tie_head=True,
+        init_std=0.02,
     )
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
