@@ -276,7 +276,7 @@ class LRADataModule(pl.LightningDataModule):
         self.splits: dict[str, SequenceBatches] = {}
 
     @property
-    def num_classes(self) -> int:
+    def num_labels(self) -> int:
         return self.spec.num_classes
 
     @property

@@ -21,16 +21,10 @@ weights, and feature maps act on the same q and k the softmax saw (after RoPE fo
 
 What trains in each stage (``set_stage``, the paper's two-stage recipe: distil, then finetune):
 
-<<<<<<< HEAD
 - ``distill``: only feature-map parameters train (and the hybrid's per-head window factors: what
   ``feature_map_parameters`` selects); every layer outputs its softmax attention (the teacher), so
   each layer's q and k are exactly the original model's, and records the (q, k, v) it saw for the
   attention-distillation loss (``distillation_losses``);
-- ``finetune``: every parameter trains and every layer outputs its converted attention.
-=======
-- ``distill``: only feature-map parameters train; every layer outputs its softmax attention
-  (the teacher), so each layer's q and k are exactly the original model's, and records the
-  (q, k) it saw for the attention-distillation loss (``distillation_losses``);
 - ``finetune``: every parameter trains and every layer outputs its converted attention; with LoRA
   attached (``hedgehog.models.lora.add_lora``) only the adapters train, plus the feature maps if
   ``add_lora`` was asked to train them.
@@ -42,7 +36,6 @@ distillation loss and the linear attention all see the query whose standard soft
 model's. Gemma-2's logit soft-capping is computed by neither and is rejected at conversion.
 Sliding windows: converted layers attend to every earlier token, which equals a window of W only
 up to W tokens; a layer called with a window shorter than its keys (or its state's tokens) raises.
->>>>>>> llama
 
 Masks: padding reaches the converted attention as a boolean (batch, 1, Tq, Tk) mask (or None);
 causal masking comes from the module's own ``is_causal``. Attention-weight dropout is not applied
@@ -369,6 +362,11 @@ def revert(model: PreTrainedModel) -> PreTrainedModel:
     for p in model.parameters():
         p.requires_grad_(True)
     return model
+
+
+def is_converted(model: nn.Module) -> bool:
+    """Whether ``convert`` swapped attention in this model (a model trained from scratch holds its own)."""
+    return any(isinstance(m, ConvertedAttention) for m in model.modules())
 
 
 def converted_layers(model: nn.Module) -> list[ConvertedAttention]:
