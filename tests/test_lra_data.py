@@ -145,6 +145,11 @@ def test_listops_loader_reads_release_rows(tmp_path):
         assert mask.tolist() == [1] * len(want) + [0] * (12 - len(want))
     assert batch["labels"].tolist() == [9, 1, 2]
     assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == (3, 12)
+    assert dm.stats == {
+        "examples": {"train": 3, "val": 3, "test": 3},
+        "mean_tokens": {"train": 6.0, "val": 6.0, "test": 6.0},
+        "test_majority": 0.3333,
+    }
 
     kept = LRADataModule(task="listops", data_dir=str(tmp_path), max_length=40, keep_parentheses=True)
     kept.setup()
