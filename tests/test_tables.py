@@ -6,6 +6,8 @@ import pytest
 
 from experiments.associative_recall import make_table as ar_table
 from experiments.bert_glue import make_table as bert_table
+from experiments.lra import make_table as lra_table
+from experiments.vit_imagenet import make_table as vit_table
 from hedgehog.paths import project_root
 from hedgehog.results import published_records
 
@@ -37,3 +39,9 @@ def test_bert_glue_tables_regenerate_unchanged(tmp_path):
         tmp_path,
     )
     assert_same_tables(EXPERIMENTS / "bert_glue" / "tables" / "embedded", tmp_path)
+
+
+@pytest.mark.parametrize("module", [vit_table, lra_table], ids=["vit_imagenet", "lra"])
+def test_vit_and_lra_tables_regenerate_unchanged(module, tmp_path):
+    module.make_tables("embedded", published_records(module.EXPERIMENT, "embedded"), tmp_path)
+    assert_same_tables(EXPERIMENTS / module.EXPERIMENT / "tables" / "embedded", tmp_path)
