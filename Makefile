@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch on CPU machines; on a GPU machine: make TORCH_SPEC=torch ...
 TORCH_SPEC ?= torch==2.13.0
 SCALE ?= embedded
-EXPERIMENTS := associative_recall bert_glue gpt2_wt103 gpt2_convert
+EXPERIMENTS := associative_recall bert_glue gpt2_wt103 gpt2_convert vit_imagenet lra
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -62,6 +62,11 @@ reproduce-gpt2-wt103: reproduce-gpt2_wt103 ## GPT-2 trained from scratch (the pa
 reproduce-gpt2-convert: reproduce-gpt2_convert ## pretrained GPT-2 converted and finetuned (paper Table 10)
 	@:
 
+reproduce-vit-imagenet: reproduce-vit_imagenet ## ViT finetuned conversion (the paper's ImageNet table)
+	@:
+
+reproduce-lra: ## Long Range Arena trained from scratch (the paper's LRA table)
+
 # the embedded "pretrained GPT-2": the softmax model of gpt2_wt103 (seed 0), trained once and reused
 GPT2_PRETRAINED := outputs/gpt2_wt103/pretrained/embedded/softmax-s0/config.json
 $(GPT2_PRETRAINED): | install
@@ -80,6 +85,11 @@ reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the
 	$(TRAIN) experiment=bert_glue sweep=bert_glue_t2r
 	$(TRAIN) experiment=bert_glue sweep=bert_glue_tasks
 	$(PY) -m experiments.bert_glue.make_table --scale $(SCALE)
+
+reproduce-vit_imagenet: install ## the softmax ViT teachers, then the conversions, then the table
+	$(TRAIN) experiment=vit_imagenet_teacher sweep=vit_imagenet_teacher
+	$(TRAIN) experiment=vit_imagenet sweep=vit_imagenet
+	$(PY) -m experiments.vit_imagenet.make_table --scale $(SCALE)
 
 analysis: install ## attention analyses of the BERT conversion (entropy, monotonicity, KL, transfer, heat maps)
 	$(PY) -m experiments.bert_glue.analysis --scale $(SCALE)

@@ -26,6 +26,7 @@ from hedgehog.attention import (
     T2RFeatureMap,
 )
 from hedgehog.models.conversion import (
+    CHILD,
     convert,
     converted_layers,
     distillation_losses,
@@ -35,7 +36,7 @@ from hedgehog.models.conversion import (
     revert,
     set_stage,
 )
-from hedgehog.models.pretrained import causal_lm, load_tokenizer, pretrained_path
+from hedgehog.models.pretrained import causal_lm, image_classifier, load_tokenizer, pretrained_path
 from hedgehog.models.saving import fingerprint
 from hedgehog.paths import cache_dir
 
@@ -108,6 +109,48 @@ def test_softmax_conversion_reproduces_logits_and_reverts(family):
     torch.testing.assert_close(converted[keep], reference[keep], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reverted, reference, atol=0, rtol=0)
     assert not any("converted_attention" in n for n, _ in model.named_modules())
+
+
+VIT = dict(image_size=16, patch_size=4, num_channels=1, **SMALL)
+
+
+def test_image_classifier_from_the_teacher_weights_reproduces_the_teacher(tmp_path):
+    """The softmax ViT a teacher run saves, rebuilt by image_classifier: converted to softmax it gives the
+    teacher's logits; converted to Hedgehog (non-causal) its distill stage outputs them too, and its
+    finetune stage, linear attention, does not."""
+    teacher = image_classifier(SoftmaxAttention, num_labels=10, config=VIT).eval()
+    pixels = torch.randn(3, 1, 16, 16)
+    weights = tmp_path / "teacher.pt"
+    torch.save({k: v for k, v in teacher.state_dict().items() if f".{CHILD}." not in k}, weights)
+    plain = ViTForImageClassification(ViTConfig(**VIT, num_labels=10, attn_implementation="eager")).eval()
+    plain.load_state_dict(torch.load(weights, weights_only=True))
+    softmax = image_classifier(SoftmaxAttention, num_labels=10, config=VIT, weights=str(weights)).eval()
+    hedgehog = image_classifier(hedgehog_attention(), num_labels=10, config=VIT, weights=str(weights)).eval()
+    assert all(not layer.causal for layer in converted_layers(hedgehog))
+    with torch.no_grad():
+        reference = plain(pixel_values=pixels).logits
+        torch.testing.assert_close(teacher(pixel_values=pixels).logits, reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(softmax(pixel_values=pixels).logits, reference, atol=1e-5, rtol=1e-5)
+        set_stage(hedgehog, "distill")
+        torch.testing.assert_close(hedgehog(pixel_values=pixels).logits, reference, atol=1e-5, rtol=1e-5)
+        losses = torch.stack(distillation_losses(hedgehog))
+        set_stage(hedgehog, "finetune")
+        linear = hedgehog(pixel_values=pixels).logits
+    assert losses.shape == (2,) and torch.isfinite(losses).all() and (losses > 0).all()
+    assert (linear - reference).abs().max() > 1e-4
+
+
+def test_image_classifier_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match=r"set model\.max_len to 17"):
+        image_classifier(SoftmaxAttention, num_labels=10, config=VIT, max_len=16)
+    with pytest.raises(ValueError, match="pass one"):
+        image_classifier(
+            SoftmaxAttention, num_labels=10, pretrained="google/vit-base-patch16-224", config=VIT
+        )
+    with pytest.raises(ValueError, match="either `pretrained`"):
+        image_classifier(SoftmaxAttention, num_labels=10)
+    with pytest.raises(FileNotFoundError, match="vit_imagenet_teacher"):
+        image_classifier(SoftmaxAttention, num_labels=10, config=VIT, weights=str(tmp_path / "missing.pt"))
 
 
 def test_conversion_keeps_pretrained_weights_and_adds_only_feature_maps():

@@ -8,6 +8,7 @@ segments, states, the backward recurrences) is held to fp32 tolerances.
 """
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -406,3 +407,68 @@ def test_gpu_layer_dispatch_generic_and_hedgehog(fmap_cls):
             _, cache = layer(q[:, :, :-1], k[:, :, :-1], v[:, :, :-1])
             step, _ = layer(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], cache=cache)
         assert rel(step.cpu(), ref[:, :, -1:]) < GPU_TOL
+
+
+def _spy_on_fused_kernel(monkeypatch) -> list[bool]:
+    """Record the ``causal`` flag of every call of the fused Hedgehog kernel."""
+    calls, fused = [], kernels.hedgehog_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["causal"])
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "hedgehog_attention", spy)
+    return calls
+
+
+@pytest.mark.gpu
+def test_gpu_noncausal_hedgehog_layer_matches_the_pytorch_form(monkeypatch):
+    """The encoders' path (ViT, LRA): LinearAttention(causal=False) with the Hedgehog map on CUDA bf16 runs
+    the fused non-causal kernel and computes what the PyTorch form computes in float64 on the CPU:
+    the output and the gradients of q, k, v and of the map, with padded keys (ViT-B/16's shape: 12 heads
+    of 64, 197 tokens)."""
+    torch.manual_seed(0)
+    calls = _spy_on_fused_kernel(monkeypatch)
+    layer = LinearAttention(12, 64, HedgehogFeatureMap, causal=False).cuda()
+    with torch.no_grad():
+        for p in layer.feature_map.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    q, k, v, grad_out = (torch.randn(2, 12, 197, 64, device="cuda").to(torch.bfloat16) for _ in range(4))
+    mask = torch.ones(2, 197, dtype=torch.bool, device="cuda")
+    mask[1, 150:] = False
+    ins = [x.clone().requires_grad_() for x in (q, k, v)]
+    out, _ = layer(*ins, key_padding_mask=mask)
+    assert calls == [False]
+    grads = torch.autograd.grad(out, [*ins, *layer.parameters()], grad_out)
+    ref_layer = copy.deepcopy(layer).cpu().double()
+    refs = [x.detach().cpu().double().requires_grad_() for x in (q, k, v)]
+    ref, _ = ref_layer(*refs, key_padding_mask=mask.cpu())
+    ref_grads = torch.autograd.grad(ref, [*refs, *ref_layer.parameters()], grad_out.cpu().double())
+    assert rel(out.cpu(), ref) < GPU_TOL
+    for name, g, r in zip(NAMES[1:], grads, ref_grads, strict=True):
+        assert rel(g.cpu(), r) < GPU_TOL, name
+
+
+@pytest.mark.gpu
+def test_gpu_converted_vit_matches_its_float64_cpu_form(monkeypatch):
+    """A ViT-B/16-shaped classifier (2 layers) converted to Hedgehog: under bf16 autocast on the GPU every
+    layer takes the fused non-causal kernel, and the logits agree with the same model in float64 on the CPU."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from hedgehog.models.conversion import convert, feature_map_parameters
+
+    torch.manual_seed(0)
+    config = ViTConfig(num_hidden_layers=2, num_labels=1000, attn_implementation="eager")
+    model = ViTForImageClassification(config).eval()
+    convert(model, partial(LinearAttention, feature_map=HedgehogFeatureMap))
+    with torch.no_grad():
+        for p in feature_map_parameters(model).values():
+            p.add_(0.3 * torch.randn_like(p))
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        reference = copy.deepcopy(model).double()(pixel_values=pixels.double()).logits
+        calls = _spy_on_fused_kernel(monkeypatch)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model.cuda()(pixel_values=pixels.cuda()).logits
+    assert calls == [False, False]
+    assert rel(logits.float().cpu(), reference) < 2 * GPU_TOL

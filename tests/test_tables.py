@@ -9,6 +9,8 @@ from experiments.associative_recall import make_table as ar_table
 from experiments.bert_glue import make_table as bert_table
 from experiments.gpt2_convert import make_table as convert_table
 from experiments.gpt2_wt103 import make_table as wt103_table
+from experiments.lra import make_table as lra_table
+from experiments.vit_imagenet import make_table as vit_table
 from hedgehog.paths import project_root
 from hedgehog.results import published_records
 
@@ -97,3 +99,9 @@ def test_gpt2_tables_show_the_mixer_rows_from_their_records(tmp_path):
     assert rows["Hyena (converted)"][1:3] == ["not run", ""] and rows["Hyena (converted)"][-2] == "18.5"
     assert rows["H3 (converted)"][1] == "60.50 ± 0.71 (n=2)" and rows["H3 (converted)"][-2:] == ["", " |"]
     assert "stage 1 (Hedgehog) 200 steps, stage 2 1000 steps" in md and "not conversions" in md
+
+
+@pytest.mark.parametrize("module", [vit_table, lra_table], ids=["vit_imagenet", "lra"])
+def test_vit_and_lra_tables_regenerate_unchanged(module, tmp_path):
+    module.make_tables("embedded", published_records(module.EXPERIMENT, "embedded"), tmp_path)
+    assert_same_tables(EXPERIMENTS / module.EXPERIMENT / "tables" / "embedded", tmp_path)

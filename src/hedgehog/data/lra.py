@@ -274,9 +274,12 @@ class LRADataModule(pl.LightningDataModule):
         self.keep_parentheses, self.pathfinder_difficulty = keep_parentheses, pathfinder_difficulty
         self.seed = seed
         self.splits: dict[str, SequenceBatches] = {}
+        # what setup prepared, kept in each run's record: examples and mean real tokens per split, and the
+        # test share of the most common label (what a model that ignores its input scores)
+        self.stats: dict = {}
 
     @property
-    def num_classes(self) -> int:
+    def num_labels(self) -> int:
         return self.spec.num_classes
 
     @property
@@ -401,6 +404,16 @@ class LRADataModule(pl.LightningDataModule):
             keep = cap(torch.arange(len(labels)), self.sizes[split])
             documents = [(tokens[keep], lengths[keep]) for tokens, lengths in documents]
             self.splits[split] = SequenceBatches(documents, labels[keep], self.spec.shift)
+        self.stats = {
+            "examples": {split: len(batches) for split, batches in self.splits.items()},
+            "mean_tokens": {
+                split: round(float(batches.documents[0][1].float().mean()), 1)
+                for split, batches in self.splits.items()
+            },
+            "test_majority": round(
+                float(torch.bincount(self.splits["test"].labels).max()) / len(self.splits["test"]), 4
+            ),
+        }
 
     def train_dataloader(self) -> ResumableLoader:
         return ResumableLoader.for_trainer(self.splits["train"], self.batch_size, self.seed, self.trainer)

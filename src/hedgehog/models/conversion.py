@@ -426,6 +426,11 @@ def revert(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
+def is_converted(model: nn.Module) -> bool:
+    """Whether ``convert`` swapped attention in this model (a model trained from scratch holds its own)."""
+    return any(isinstance(m, ConvertedAttention) for m in model.modules())
+
+
 def converted_layers(model: nn.Module) -> list[ConvertedAttention]:
     """The converted attentions of a model, in layer order."""
     layers = [m for m in model.modules() if isinstance(m, ConvertedAttention)]

@@ -2,6 +2,7 @@
 
 Used for the experiments trained from scratch (associative recall, the small language
 models); pretrained Hugging Face models are converted instead (``hedgehog.models.conversion``).
+Its ``Block`` is also the layer of the bidirectional encoder (``hedgehog.models.classifier``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from hedgehog.attention import build_attention
 
 
 class Block(nn.Module):
+<<<<<<< HEAD
     """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual; layer ``layer_index`` of ``num_layers``
     (handed to an attention constructor that names them, as Hybrid H3's)."""
+=======
+    """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual.
+
+    ``causal``: each token attends to itself and earlier tokens (a decoder), or to every token (an
+    encoder); ``key_padding_mask`` (B, T), True for real tokens, keeps padded keys out of attention.
+    """
+>>>>>>> d1b0fc5
 
     def __init__(
         self,
@@ -26,8 +35,12 @@ class Block(nn.Module):
         attention: Callable[..., nn.Module],
         mlp_ratio: int,
         dropout: float,
+<<<<<<< HEAD
         layer_index: int = 0,
         num_layers: int = 1,
+=======
+        causal: bool = True,
+>>>>>>> d1b0fc5
     ) -> None:
         super().__init__()
         if d_model % num_heads:
@@ -35,6 +48,7 @@ class Block(nn.Module):
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
         self.ln_attn = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
+<<<<<<< HEAD
         self.attn = build_attention(
             attention,
             num_heads=num_heads,
@@ -43,6 +57,9 @@ class Block(nn.Module):
             layer_index=layer_index,
             num_layers=num_layers,
         )
+=======
+        self.attn = attention(num_heads=num_heads, head_dim=self.head_dim, causal=causal)
+>>>>>>> d1b0fc5
         self.out = nn.Linear(d_model, d_model)
         self.ln_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
@@ -50,14 +67,24 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+    def forward(
+        self, x: Tensor, cache: Any = None, key_padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, Any]:
         b, t, _ = x.shape
         q, k, v = (
             self.qkv(self.ln_attn(x)).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         )
-        y, cache = self.attn(q, k, v, cache=cache)
+        y, cache = self.attn(q, k, v, cache=cache, key_padding_mask=key_padding_mask)
         x = x + self.dropout(self.out(y.transpose(1, 2).reshape(b, t, -1)))
         return x + self.dropout(self.mlp(self.ln_mlp(x))), cache
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation: normal(0, 0.02) weights, zero biases (for ``nn.Module.apply``)."""
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 class TransformerLM(nn.Module):
@@ -94,6 +121,7 @@ class TransformerLM(nn.Module):
         )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
+<<<<<<< HEAD
         if tie_head:
             self.head.weight = self.embed.weight
         if init_std is not None:
@@ -102,6 +130,10 @@ class TransformerLM(nn.Module):
                     nn.init.normal_(module.weight, std=init_std)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
+=======
+        self.head.weight = self.embed.weight
+        self.apply(init_weights)
+>>>>>>> d1b0fc5
 
     def forward(self, input_ids: Tensor, caches: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
         """Logits (B, T, vocab) and per-layer caches; pass the caches back to continue decoding."""

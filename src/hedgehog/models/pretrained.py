@@ -33,6 +33,8 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    ViTConfig,
+    ViTForImageClassification,
 )
 
 from hedgehog.models.conversion import CHILD, convert, load_feature_maps
@@ -136,13 +138,75 @@ def sequence_classifier(
             f"inputs of {max_len} tokens exceed {pretrained}'s {positions} positions; lower max_len"
         )
     if weights is not None:
-        path = Path(weights)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"finetuned weights {path} not found; run the BERT-FT (softmax) finetune for this task and seed "
-                "first (make reproduce-bert-glue runs it before the conversions)"
+        load_finetuned(
+            model,
+            weights,
+            "run the BERT-FT (softmax) finetune for this task and seed first (make reproduce-bert-glue runs "
+            "it before the conversions)",
+        )
+    convert(model, attention)
+    if feature_maps is not None:
+        load_feature_maps(model, torch.load(feature_maps, map_location="cpu", weights_only=True))
+    return model
+
+
+def load_finetuned(model: nn.Module, weights: str | Path, how_to_make: str) -> None:
+    """Load a finetuned state dict (a softmax teacher's, saved by ``ConversionTask(save_weights=)``) exactly."""
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(f"finetuned weights {path} not found; {how_to_make}")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+
+
+def image_classifier(
+    attention: Callable[..., nn.Module],
+    num_labels: int,
+    pretrained: str | None = None,
+    config: dict[str, Any] | None = None,
+    weights: str | None = None,
+    feature_maps: str | None = None,
+    max_len: int | None = None,
+) -> ViTForImageClassification:
+    """A Hugging Face ViT image classifier with its self-attention converted to ``attention`` (non-causal).
+
+    ``pretrained``: a hub id or folder (``google/vit-base-patch16-224``; its head must have
+    ``num_labels`` outputs); ``None`` builds a randomly initialised ViT from ``config`` (``ViTConfig``
+    fields: image_size, patch_size, num_channels, hidden_size, ...; the embedded teacher trained from
+    scratch). ``weights``: the finetuned softmax teacher's state dict to start from (saved by the
+    teacher run); ``feature_maps``: trained feature maps from an earlier stage 1. ``max_len``: the
+    longest input in tokens the run's attention is built for (cosFormer's M), checked against the
+    model's patches + [CLS].
+    """
+    if pretrained is None:
+        if not config:
+            raise ValueError(
+                "an image classifier needs either `pretrained` (a hub id or folder) or a `config`"
             )
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        model = ViTForImageClassification(
+            ViTConfig(**config, num_labels=num_labels, attn_implementation="eager")
+        )
+    else:
+        if config:
+            raise ValueError(
+                f"`config` builds a fresh ViT and `pretrained` loads one; got both ({pretrained!r} and "
+                f"{sorted(config)}): pass one"
+            )
+        model = ViTForImageClassification.from_pretrained(
+            pretrained_path(pretrained), num_labels=num_labels, attn_implementation="eager"
+        )
+    tokens = (model.config.image_size // model.config.patch_size) ** 2 + 1
+    if max_len is not None and max_len < tokens:
+        raise ValueError(
+            f"the ViT reads {tokens} tokens ({model.config.image_size}px images in {model.config.patch_size}px "
+            f"patches, plus [CLS]) but max_len is {max_len}; set model.max_len to {tokens}"
+        )
+    if weights is not None:
+        load_finetuned(
+            model,
+            weights,
+            "run the softmax teacher for this seed first (experiment=vit_imagenet_teacher; make "
+            "reproduce-vit-imagenet runs it before the conversions)",
+        )
     convert(model, attention)
     if feature_maps is not None:
         load_feature_maps(model, torch.load(feature_maps, map_location="cpu", weights_only=True))

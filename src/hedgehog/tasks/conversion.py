@@ -12,15 +12,21 @@ Stage 2 (``finetune_steps`` steps): every weight trains on the task loss.
 
 ``objective`` says what the model and the task are:
 
-- ``classification`` (BERT-family encoders, ViT): the model is built in ``configure_model`` from a
-  constructor taking ``num_labels`` (``hedgehog.models.pretrained.sequence_classifier``), with the
-  number the datamodule reports; batches are dicts; the loss is cross-entropy (MSE for a one-output
-  regression task such as STS-B); evaluation logs the task's metrics (``<split>/<metric>``, x100)
-  and ``<split>/score``, their mean (GLUE's per-task score).
+- ``classification`` (BERT-family encoders, ViT, the project's own ``TransformerClassifier``): the
+  model is built in ``configure_model`` from a constructor taking ``num_labels``
+  (``hedgehog.models.pretrained.sequence_classifier`` or ``image_classifier``, or the classifier's
+  class), with the number the datamodule reports; batches are dicts whose entries other than
+  ``labels`` are the model's keyword inputs (``input_ids``/``attention_mask`` for text,
+  ``pixel_values`` for images, ``input_ids_2``/``attention_mask_2`` for a second document); the
+  model returns logits or an output holding ``.logits``; the loss is cross-entropy (MSE for a
+  one-output regression task such as STS-B); evaluation logs the task's metrics
+  (``<split>/<metric>``, x100) and ``<split>/score``, their mean (GLUE's per-task score).
 - ``causal_lm`` (GPT-2, Llama-family decoders): the constructor takes no argument
   (``hedgehog.models.pretrained.causal_lm``); batches are ``(input_ids, labels)``; the loss is
   next-token cross-entropy; evaluation logs ``<split>/loss`` and ``<split>/ppl`` (token-weighted).
 
+Training from scratch is stage 2 alone: a model that was not converted (its own attention, e.g. the
+LRA classifier) has no stage 1, and every weight, feature maps included, trains on the task loss.
 With ``distill_steps`` and ``finetune_steps`` both 0 nothing trains: the run evaluates the converted
 model as it is (the zero-shot row of a table). ``save_weights`` writes the finetuned model's weights, without feature
 maps: what the softmax run (BERT-FT) hands to the conversions. ``save_feature_maps`` writes the
@@ -49,6 +55,7 @@ from hedgehog.models.conversion import (
     distillation_losses,
     feature_map_parameters,
     feature_map_state_dict,
+    is_converted,
     set_stage,
 )
 from hedgehog.models.parallel import full_state_dict, shard
@@ -131,9 +138,11 @@ class ConversionTask(pl.LightningModule):
         if self.objective == "classification":
             self.num_labels, self.metric_names = datamodule.num_labels, tuple(datamodule.metrics)
             self.model = self.build_model(num_labels=self.num_labels)
+            _check_vocab(self.model, datamodule)
         else:
             self.model = self.build_model()
             datamodule.check_model_vocab(self.model.config.vocab_size)
+        self.converted = is_converted(self.model)
         if not feature_map_parameters(self.model):
             self.distill_steps = 0
         if self.device_mesh is not None:  # trainer=fsdp (ModelParallelStrategy): shard over the data ranks
@@ -146,7 +155,8 @@ class ConversionTask(pl.LightningModule):
     def forward(self, batch) -> Tensor:
         if self.objective == "causal_lm":
             return logits_of(self.model(input_ids=batch[0]))
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        output = self.model(**{k: v for k, v in batch.items() if k != "labels"})
+        return output if isinstance(output, Tensor) else output.logits
 
     def labels(self, batch) -> Tensor:
         return batch[1] if self.objective == "causal_lm" else batch["labels"]
@@ -160,14 +170,15 @@ class ConversionTask(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.model.train()  # from_pretrained returns the model in eval mode; finetuning uses its dropout
-        set_stage(self.model, self.stage)
+        if self.converted:
+            set_stage(self.model, self.stage)
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         if self.distill_steps + self.finetune_steps == 0:  # evaluation only (the zero-shot row)
             self.trainer.should_stop = True
             return None
         stage = self.stage
-        if stage == "finetune" and self.global_step == self.distill_steps:
+        if stage == "finetune" and self.global_step == self.distill_steps and self.converted:
             set_stage(self.model, "finetune")
         if stage == "distill":
             with torch.no_grad():  # the teacher's forward: every layer records its q, k (detached)
@@ -258,6 +269,16 @@ class ConversionTask(pl.LightningModule):
             optimizers, schedulers = [optimizers], [schedulers]
         index = 0 if stage == "distill" else len(optimizers) - 1
         return optimizers[index], schedulers[index]
+
+
+def _check_vocab(model: nn.Module, datamodule) -> None:
+    """An own classifier's embedding table (``model.vocab_size``) must cover the data's token ids."""
+    needed, has = getattr(datamodule, "vocab_size", None), getattr(model, "vocab_size", None)
+    if needed is not None and has is not None and has < needed:
+        raise ValueError(
+            f"the data's token ids run to {needed - 1} but the model embeds {has} ids; set model.vocab_size "
+            f"to at least {needed}"
+        )
 
 
 def _save(state: dict[str, Tensor], path: str) -> None:
