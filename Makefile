@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch on CPU machines; on a GPU machine: make TORCH_SPEC=torch ...
 TORCH_SPEC ?= torch==2.13.0
 SCALE ?= embedded
-EXPERIMENTS := associative_recall bert_glue gpt2_wt103 gpt2_convert vit_imagenet lra
+EXPERIMENTS := associative_recall bert_glue gpt2_wt103 gpt2_convert vit_imagenet lra llama_samsum
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -67,6 +67,9 @@ reproduce-vit-imagenet: reproduce-vit_imagenet ## ViT finetuned conversion (the 
 
 reproduce-lra: ## Long Range Arena trained from scratch (the paper's LRA table)
 
+reproduce-llama-samsum: reproduce-llama_samsum ## a pretrained Llama converted with LoRA, summarisation (paper Table 11)
+	@:
+
 # the embedded "pretrained GPT-2": the softmax model of gpt2_wt103 (seed 0), trained once and reused
 GPT2_PRETRAINED := outputs/gpt2_wt103/pretrained/embedded/softmax-s0/config.json
 $(GPT2_PRETRAINED): | install
@@ -78,6 +81,15 @@ reproduce-gpt2_convert: install $(if $(filter embedded,$(SCALE)),$(GPT2_PRETRAIN
 	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert
 	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert_t2r
 	$(PY) -m experiments.gpt2_convert.make_table --scale $(SCALE)
+
+# the two one-run sweeps share the cores (one thread each), then the sweeps of two jobs at a time
+reproduce-llama_samsum: install ## Table 11: zero-shot, softmax / T2R / Hedgehog / hybrid + LoRA, output-MSE stage 1
+	OMP_NUM_THREADS=1 $(TRAIN) experiment=llama_samsum sweep=llama_samsum_zero_shot & zero=$$!; \
+	  OMP_NUM_THREADS=1 $(TRAIN) experiment=llama_samsum sweep=llama_samsum_t2r & t2r=$$!; \
+	  wait $$zero && wait $$t2r
+	$(TRAIN) experiment=llama_samsum sweep=llama_samsum
+	$(TRAIN) experiment=llama_samsum sweep=llama_samsum_mse
+	$(PY) -m experiments.llama_samsum.make_table --scale $(SCALE)
 
 reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
 	$(TRAIN) experiment=bert_glue_teacher sweep=bert_glue_teacher

@@ -89,6 +89,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
         if history:
             record["history"] = history
+        if getattr(task, "predictions", None):  # what a generation task wrote on the test split
+            record["predictions"] = task.predictions
         if trainer.is_global_zero:
             write_record(record_dir(cfg) / f"{cfg.run_name}.json", record)
             # beside the run's checkpoints too: what hedgehog-generate rebuilds the model from

@@ -263,6 +263,15 @@ class SummarizationDataModule(pl.LightningDataModule):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.examples: dict[str, list[Example]] = {}
 
+    def check_model_vocab(self, model_vocab_size: int) -> None:
+        """Raise unless a model with ``model_vocab_size`` embeddings covers every id of the tokenizer."""
+        if model_vocab_size < len(self.tokenizer):
+            raise ValueError(
+                f"the tokenizer has {len(self.tokenizer)} tokens but the model's vocabulary is {model_vocab_size}: "
+                "token ids would index past its embedding; use the model's own tokenizer (data.tokenizer) or "
+                "a model config with at least that vocab_size"
+            )
+
     def prompt_ids(self, inputs: list[str]) -> list[list[int]]:
         """Token ids of the prompts for these inputs (each input cut to ``max_input_tokens`` tokens)."""
         tok = self.tokenizer

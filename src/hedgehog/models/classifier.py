@@ -40,14 +40,15 @@ class TransformerClassifier(nn.Module):
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, attention, mlp_ratio, dropout, causal=False) for _ in range(num_layers)
+            Block(d_model, num_heads, attention, mlp_ratio, dropout, i, num_layers, causal=False)
+            for i in range(num_layers)
         )
         self.ln_f = nn.LayerNorm(d_model)
         pooled = 4 * d_model if pairs else d_model
         self.head = nn.Sequential(
             nn.Linear(pooled, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, num_labels)
         )
-        self.apply(init_weights)
+        init_weights(self)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, d_model): the mean of the final states over the real tokens (``attention_mask`` 1)."""

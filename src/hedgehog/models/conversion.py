@@ -26,7 +26,8 @@ What trains in each stage (``set_stage``, the paper's two-stage recipe: distil, 
 - ``distill``: only feature-map parameters train (and the hybrid's per-head window factors: what
   ``feature_map_parameters`` selects); every layer outputs its softmax attention (the teacher), so
   each layer's q and k are exactly the original model's, and records the (q, k, v) it saw for the
-  attention-distillation loss (``distillation_losses``);
+  attention-distillation loss (``distillation_losses``, or ``distillation_backward`` a block of
+  layers at a time);
 - ``finetune``: every parameter trains and every layer outputs its converted attention; with LoRA
   attached (``hedgehog.models.lora.add_lora``) only the adapters train, plus the feature maps if
   ``add_lora`` was asked to train them.
@@ -488,36 +489,67 @@ def load_feature_maps(model: nn.Module, state: dict[str, Tensor]) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
-    """Attention-distillation loss of every converted linear or hybrid layer, from what it recorded last forward.
-
-    Averaged over (batch, head, real query row): padded positions are left out of teacher and student.
-    A sliding-window hybrid's student is the hybrid itself (its window and current window factors).
-    """
-    losses = []
-    for i, layer in enumerate(converted_layers(model)):
-        if not layer.is_linear:
-            continue
-        if layer.recorded is None:
-            raise RuntimeError(
-                f"converted layer {i} recorded no q, k; call set_stage(model, 'distill') and run a forward first"
-            )
-        q, k, v, mask = layer.recorded
-        attention = layer.attention
-        fq, fk = attention.features(q, k)
-        if mask is not None and bool(mask.all()):
-            mask = None
-        hybrid = {}
-        if isinstance(attention, SlidingWindowLinearAttention):
-            hybrid = {"window": attention.window, "window_factor": attention.window_factors()}
-        losses.append(
-            attention_distillation_loss(
-                q, k, fq, fk, causal=layer.causal, loss=loss, v=v, key_padding_mask=mask, **hybrid
-            )
-        )
-    if not losses:
+def distilled_layers(model: nn.Module) -> list[ConvertedAttention]:
+    """The converted layers stage 1 distils (linear or hybrid), in layer order."""
+    layers = [layer for layer in converted_layers(model) if layer.is_linear]
+    if not layers:
         raise ValueError(
             "distillation needs linear attention (feature maps), but no converted layer has any (softmax, "
             "H3, Hyena); train these end to end (distill_steps 0)"
         )
-    return losses
+    return layers
+
+
+def distillation_loss(layer: ConvertedAttention, loss: str = "xent") -> Tensor:
+    """Attention-distillation loss of one converted linear or hybrid layer, from what it recorded last forward.
+
+    Averaged over (batch, head, real query row): padded positions are left out of teacher and student.
+    A sliding-window hybrid's student is the hybrid itself (its window and current window factors).
+    """
+    if layer.recorded is None:
+        raise RuntimeError(
+            "a converted layer recorded no q, k; call set_stage(model, 'distill') and run a forward first"
+        )
+    q, k, v, mask = layer.recorded
+    attention = layer.attention
+    fq, fk = attention.features(q, k)
+    if mask is not None and bool(mask.all()):
+        mask = None
+    hybrid = {}
+    if isinstance(attention, SlidingWindowLinearAttention):
+        hybrid = {"window": attention.window, "window_factor": attention.window_factors()}
+    return attention_distillation_loss(
+        q, k, fq, fk, causal=layer.causal, loss=loss, v=v, key_padding_mask=mask, **hybrid
+    )
+
+
+def distillation_losses(model: nn.Module, loss: str = "xent") -> list[Tensor]:
+    """``distillation_loss`` of every converted linear or hybrid layer (softmax layers have nothing to distil)."""
+    return [distillation_loss(layer, loss) for layer in distilled_layers(model)]
+
+
+def distillation_backward(
+    model: nn.Module,
+    loss: str = "xent",
+    block: int | None = None,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+) -> Tensor:
+    """Stage 1's loss, the mean of the layers' ``distillation_loss``, with its gradients; returns the loss.
+
+    ``block=None`` builds every layer's loss graph and runs one backward (the joint loss). ``block=n``
+    builds n layers' graphs at a time and runs their backward before the next block's: each layer's
+    feature maps depend on its own loss only, so the accumulated gradients are the joint loss's, while
+    the memory held is one block's graph (plus the q, k, v every layer recorded in the no-grad teacher
+    forward), not every layer's. ``backward`` runs a backward (Lightning's ``manual_backward``).
+    """
+    if block is not None and block < 1:
+        raise ValueError(f"block must be a positive number of layers (or None: all at once), got {block}")
+    layers = distilled_layers(model)
+    size = len(layers) if block is None else block
+    parts = []
+    for start in range(0, len(layers), size):
+        part = torch.stack([distillation_loss(layer, loss) for layer in layers[start : start + size]])
+        part = part.sum() / len(layers)
+        backward(part)
+        parts.append(part.detach())
+    return torch.stack(parts).sum()

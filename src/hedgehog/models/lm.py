@@ -17,16 +17,13 @@ from hedgehog.attention import build_attention
 
 
 class Block(nn.Module):
-<<<<<<< HEAD
-    """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual; layer ``layer_index`` of ``num_layers``
-    (handed to an attention constructor that names them, as Hybrid H3's)."""
-=======
     """LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual.
 
     ``causal``: each token attends to itself and earlier tokens (a decoder), or to every token (an
     encoder); ``key_padding_mask`` (B, T), True for real tokens, keeps padded keys out of attention.
+    The block is layer ``layer_index`` of ``num_layers`` (handed to an attention constructor that names
+    them, as Hybrid H3's).
     """
->>>>>>> d1b0fc5
 
     def __init__(
         self,
@@ -35,12 +32,9 @@ class Block(nn.Module):
         attention: Callable[..., nn.Module],
         mlp_ratio: int,
         dropout: float,
-<<<<<<< HEAD
         layer_index: int = 0,
         num_layers: int = 1,
-=======
         causal: bool = True,
->>>>>>> d1b0fc5
     ) -> None:
         super().__init__()
         if d_model % num_heads:
@@ -48,18 +42,14 @@ class Block(nn.Module):
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
         self.ln_attn = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
-<<<<<<< HEAD
         self.attn = build_attention(
             attention,
             num_heads=num_heads,
             head_dim=self.head_dim,
-            causal=True,
+            causal=causal,
             layer_index=layer_index,
             num_layers=num_layers,
         )
-=======
-        self.attn = attention(num_heads=num_heads, head_dim=self.head_dim, causal=causal)
->>>>>>> d1b0fc5
         self.out = nn.Linear(d_model, d_model)
         self.ln_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
@@ -79,12 +69,14 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.ln_mlp(x))), cache
 
 
-def init_weights(module: nn.Module) -> None:
-    """GPT-2's initialisation: normal(0, 0.02) weights, zero biases (for ``nn.Module.apply``)."""
-    if isinstance(module, nn.Linear | nn.Embedding):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
+def init_weights(model: nn.Module, std: float = 0.02) -> None:
+    """N(0, std^2) for every ``nn.Linear`` and ``nn.Embedding`` weight in ``model``, zero biases (GPT-2's
+    initialisation at 0.02); other parameters (Hedgehog's W and b) keep their own."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class TransformerLM(nn.Module):
@@ -121,19 +113,10 @@ class TransformerLM(nn.Module):
         )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-<<<<<<< HEAD
         if tie_head:
             self.head.weight = self.embed.weight
         if init_std is not None:
-            for module in self.modules():
-                if isinstance(module, nn.Linear | nn.Embedding):
-                    nn.init.normal_(module.weight, std=init_std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-=======
-        self.head.weight = self.embed.weight
-        self.apply(init_weights)
->>>>>>> d1b0fc5
+            init_weights(self, init_std)
 
     def forward(self, input_ids: Tensor, caches: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
         """Logits (B, T, vocab) and per-layer caches; pass the caches back to continue decoding."""

@@ -2,13 +2,19 @@
 
 Stage 1 (``distill_steps`` steps): attention distillation. Only the feature maps train, with one
 AdamW over all of them, on the layer-averaged distillation loss against each layer's own softmax
-attention on the same q, k (causally masked in a decoder), all layers jointly; the layers output
-softmax, so every layer sees the original model's inputs. The frozen model's forward runs without
-gradients: each layer records its q, k detached, and the loss is computed in query chunks, so stage
-1 holds O(chunk x T) weights per layer, never the T x T matrices of every layer at once. Skipped
-when the feature maps have no parameters (1+ELU, ReLU, Performer, cosFormer, exp(t), Taylor-2:
-nothing to distil) or when ``distill_steps`` is 0 (T2R, trained end to end).
-Stage 2 (``finetune_steps`` steps): every weight trains on the task loss.
+attention on the same q, k (causally masked in a decoder); the layers output softmax, so every
+layer sees the original model's inputs. The frozen model's forward runs without gradients: each
+layer records its q, k, v detached, and the loss is computed in query chunks, so stage 1 holds
+O(chunk x T) weights per layer, never the T x T matrices of every layer at once. ``distill_layers``:
+``all`` builds every layer's loss graph before one backward (the joint loss); a number n builds and
+back-propagates n layers at a time from the recorded tensors (1: layer by layer), which gives the
+same gradients and the same step while holding one block's graph (``distillation_backward``): the
+memory-bounded stage 1 of a model too large for the joint graph. Skipped when the feature maps
+have no parameters (1+ELU, ReLU, Performer, cosFormer, exp(t), Taylor-2: nothing to distil) or
+when ``distill_steps`` is 0 (T2R, trained end to end).
+Stage 2 (``finetune_steps`` steps): every weight trains on the task loss; with LoRA attached to
+the model (``causal_lm(lora=...)``) only the adapters (and the feature maps, if LoRA was asked to
+train them).
 
 ``objective`` says what the model and the task are:
 
@@ -22,8 +28,16 @@ Stage 2 (``finetune_steps`` steps): every weight trains on the task loss.
   one-output regression task such as STS-B); evaluation logs the task's metrics
   (``<split>/<metric>``, x100) and ``<split>/score``, their mean (GLUE's per-task score).
 - ``causal_lm`` (GPT-2, Llama-family decoders): the constructor takes no argument
-  (``hedgehog.models.pretrained.causal_lm``); batches are ``(input_ids, labels)``; the loss is
-  next-token cross-entropy; evaluation logs ``<split>/loss`` and ``<split>/ppl`` (token-weighted).
+  (``hedgehog.models.pretrained.causal_lm``); training batches are language-modelling
+  ``(input_ids, labels)`` blocks or summarisation dicts (``input_ids``, ``attention_mask``,
+  ``labels`` on the summary), read the one way by ``causal_lm_inputs``; the loss is next-token
+  cross-entropy; evaluation on such batches logs ``<split>/loss`` and ``<split>/ppl``
+  (token-weighted). Evaluation batches that carry ``references`` (the summarisation data's
+  left-padded prompts) are generation batches: the model writes a summary of each prompt, greedy,
+  at most ``max_new_tokens`` tokens, from its own cache (a converted linear model decodes from its
+  fixed-size state), and the split logs ROUGE-1/2/L F1 x100 (``<split>/rouge1``, ``rouge2``,
+  ``rougeL``) and the mean words per summary (``<split>/summary_words``). After a test the task's
+  ``predictions`` hold every summary with its id and references (the run record keeps them).
 
 Training from scratch is stage 2 alone: a model that was not converted (its own attention, e.g. the
 LRA classifier) has no stage 1, and every weight, feature maps included, trains on the task loss.
@@ -31,13 +45,16 @@ With ``distill_steps`` and ``finetune_steps`` both 0 nothing trains: the run eva
 model as it is (the zero-shot row of a table). ``save_weights`` writes the finetuned model's weights, without feature
 maps: what the softmax run (BERT-FT) hands to the conversions. ``save_feature_maps`` writes the
 trained feature maps at the end (and, with ``feature_map_snapshots``, after those steps as
-``<stem>-step<N>.pt``), for the analyses.
+``<stem>-step<N>.pt``), for the analyses. ``save_converted`` writes the converted model at the end
+(``hedgehog.models.saving.save_converted``: what trained, beside the base model's name and the attention's
+config, both from ``converted_from``), a folder that ``hedgehog-generate`` and ``load_converted`` load.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -52,14 +69,16 @@ from torchmetrics.functional import (
 
 from hedgehog.models.conversion import (
     CHILD,
-    distillation_losses,
+    distillation_backward,
     feature_map_parameters,
     feature_map_state_dict,
     is_converted,
     set_stage,
 )
 from hedgehog.models.parallel import full_state_dict, shard
-from hedgehog.tasks.language_modeling import SplitPerplexity, logits_of, next_token_loss
+from hedgehog.models.saving import save_converted
+from hedgehog.tasks.language_modeling import SplitPerplexity, causal_lm_inputs, logits_of, next_token_loss
+from hedgehog.tasks.metrics import rouge
 from hedgehog.tasks.optim import param_groups, warmup_cosine
 
 OBJECTIVES = ("classification", "causal_lm")
@@ -106,7 +125,14 @@ class ConversionTask(pl.LightningModule):
         save_feature_maps: str | None = None,
         feature_map_snapshots: tuple[int, ...] = (),
         objective: str = "classification",
+        distill_layers: str | int = "all",
+        max_new_tokens: int = 128,
+        save_converted: str | None = None,
+        converted_from: dict[str, Any] | None = None,
     ) -> None:
+        """``converted_from``: ``base_model`` (the name ``load_converted`` loads the base from) and
+        ``attention`` (the Hydra node that built the converted attention), kept as config: what
+        ``save_converted`` records."""
         super().__init__()
         if distill_steps < 0 or finetune_steps < 0:
             raise ValueError(
@@ -127,8 +153,27 @@ class ConversionTask(pl.LightningModule):
             raise ValueError(
                 "feature_map_snapshots needs save_feature_maps, the path the snapshots are named after"
             )
+        if distill_layers != "all" and not (isinstance(distill_layers, int) and distill_layers >= 1):
+            raise ValueError(
+                f"distill_layers must be 'all' (every layer's loss in one graph) or a positive number of "
+                f"layers distilled at a time (1: layer by layer); got {distill_layers!r}"
+            )
+        self.distill_layers = None if distill_layers == "all" else distill_layers
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        self.max_new_tokens = max_new_tokens
+        if save_converted and not (converted_from or {}).get("base_model"):
+            raise ValueError(
+                "save_converted needs converted_from.base_model, the name of the pretrained model the run "
+                "converts (model.pretrained), which load_converted loads again; a model built fresh from a "
+                "config has none: save it with save_pretrained_model first and convert it from that folder"
+            )
+        self.save_converted, self.converted_from = save_converted, converted_from
         self.automatic_optimization = False
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self._summaries: dict[str, list[dict[str, Any]]] = {"val": [], "test": []}
+        self._loss_batches = {"val": 0, "test": 0}
+        self.predictions: list[dict[str, Any]] = []
         self.perplexity = SplitPerplexity() if objective == "causal_lm" else None
 
     def configure_model(self) -> None:
@@ -154,12 +199,13 @@ class ConversionTask(pl.LightningModule):
 
     def forward(self, batch) -> Tensor:
         if self.objective == "causal_lm":
-            return logits_of(self.model(input_ids=batch[0]))
+            input_ids, attention_mask, _ = causal_lm_inputs(batch)
+            return logits_of(self.model(input_ids=input_ids, attention_mask=attention_mask))
         output = self.model(**{k: v for k, v in batch.items() if k != "labels"})
         return output if isinstance(output, Tensor) else output.logits
 
     def labels(self, batch) -> Tensor:
-        return batch[1] if self.objective == "causal_lm" else batch["labels"]
+        return causal_lm_inputs(batch)[2] if self.objective == "causal_lm" else batch["labels"]
 
     def task_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         if self.objective == "causal_lm":
@@ -180,15 +226,17 @@ class ConversionTask(pl.LightningModule):
         stage = self.stage
         if stage == "finetune" and self.global_step == self.distill_steps and self.converted:
             set_stage(self.model, "finetune")
-        if stage == "distill":
-            with torch.no_grad():  # the teacher's forward: every layer records its q, k (detached)
-                self(batch)
-            loss = torch.stack(distillation_losses(self.model, self.distill_loss)).mean()
-        else:
-            loss = self.task_loss(self(batch), self.labels(batch))
         opt, sched = self._stage_optimizer(stage)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        if stage == "distill":
+            with torch.no_grad():  # the teacher's forward: every layer records its q, k, v (detached)
+                self(batch)
+            loss = distillation_backward(
+                self.model, self.distill_loss, self.distill_layers, self.manual_backward
+            )
+        else:
+            loss = self.task_loss(self(batch), self.labels(batch))
+            self.manual_backward(loss)
         self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         opt.step()
         sched.step()
@@ -205,20 +253,70 @@ class ConversionTask(pl.LightningModule):
                 _save(maps, str(path.with_name(f"{path.stem}-step{self.global_step}.pt")))
 
     def _eval_step(self, batch, split: str) -> None:
+        if self.objective == "causal_lm" and "references" in batch:
+            self._summaries[split] += [
+                {"id": i, "prediction": text, "references": list(refs)}
+                for i, text, refs in zip(
+                    batch["ids"], self.summarize(batch), batch["references"], strict=True
+                )
+            ]
+            return
         logits, labels = self(batch), self.labels(batch)
         if self.objective == "causal_lm":
             loss, tokens = next_token_loss(logits, labels)
             self.perplexity.update(split, loss, tokens)
+            self._loss_batches[split] += 1
             self.log(f"{split}/loss", loss, on_epoch=True, on_step=False, sync_dist=True)
             return
         predictions = logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1)
         self._outputs[split].append((predictions.detach().cpu(), labels.cpu()))
         self.log(f"{split}/loss", self.task_loss(logits, labels), on_epoch=True, on_step=False)
 
+    @torch.no_grad()
+    def summarize(self, batch: dict[str, Any]) -> list[str]:
+        """Greedy summaries of a batch of left-padded prompts, each cut at EOS or ``max_new_tokens`` tokens.
+
+        ``generate`` runs with the model's own cache: transformers' key cache for softmax layers, the
+        fixed-size state (``LinearAttentionCache``, chosen by the converted model) for linear ones.
+        """
+        datamodule = self.trainer.datamodule
+        tokenizer, prompts = datamodule.tokenizer, batch["input_ids"]
+        out = self.model.generate(
+            input_ids=prompts,
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=datamodule.pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        texts = tokenizer.batch_decode(out[:, prompts.shape[1] :].tolist(), skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+    def _gathered_summaries(self, split: str) -> list[dict[str, Any]]:
+        """Every rank's summaries of a split, once per example (a distributed sampler repeats some), by id."""
+        summaries, self._summaries[split] = self._summaries[split], []
+        if self.trainer.world_size > 1:
+            every = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(every, summaries)
+            summaries = [s for rank in every for s in rank]
+        return list({s["id"]: s for s in summaries}.values())
+
     def _eval_epoch_end(self, split: str) -> None:
         self.log(f"{split}/distill_steps", float(self.distill_steps))
         if self.objective == "causal_lm":
-            self.log(f"{split}/ppl", self.perplexity.compute(split), prog_bar=True, sync_dist=True)
+            if self._loss_batches[split]:
+                self._loss_batches[split] = 0
+                self.log(f"{split}/ppl", self.perplexity.compute(split), prog_bar=True, sync_dist=True)
+            summaries = self._gathered_summaries(split)
+            if summaries:
+                scores = rouge([s["prediction"] for s in summaries], [s["references"] for s in summaries])
+                for name, value in scores.items():
+                    self.log(f"{split}/{name}", value, prog_bar=name == "rouge1")
+                words = sum(len(s["prediction"].split()) for s in summaries) / len(summaries)
+                self.log(f"{split}/summary_words", words)
+                if split == "test":
+                    self.predictions = summaries
             return
         predictions, labels = (torch.cat(x) for x in zip(*self._outputs[split], strict=True))
         self._outputs[split].clear()
@@ -233,6 +331,9 @@ class ConversionTask(pl.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def on_test_start(self) -> None:
+        set_stage(self.model, "finetune")  # evaluate the converted attention, also after stage 1 alone
+
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
@@ -240,7 +341,9 @@ class ConversionTask(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def on_fit_end(self) -> None:
-        if self.trainer.fast_dev_run or not (self.save_weights or self.save_feature_maps):
+        if self.trainer.fast_dev_run or not (
+            self.save_weights or self.save_feature_maps or self.save_converted
+        ):
             return  # a smoke test hands nothing on
         state = full_state_dict(self.model)  # every rank takes part when the model is sharded
         if not self.trainer.is_global_zero:
@@ -249,6 +352,13 @@ class ConversionTask(pl.LightningModule):
             _save({k: v for k, v in state.items() if f".{CHILD}." not in k}, self.save_weights)
         if self.save_feature_maps:
             _save(feature_map_state_dict(self.model, state), self.save_feature_maps)
+        if self.save_converted:
+            save_converted(
+                self.model,
+                self.save_converted,
+                self.converted_from["base_model"],
+                self.converted_from["attention"],
+            )
 
     def configure_optimizers(self):
         # every parameter: the finetune stage trains them all (set_stage unfreezes them when it starts)

@@ -28,6 +28,22 @@ def logits_of(output) -> Tensor:
     return output.logits if hasattr(output, "logits") else output[0]
 
 
+def causal_lm_inputs(batch) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(input_ids, attention_mask or None, labels aligned with the logits) of a causal-LM training batch.
+
+    Two layouts: ``(input_ids, labels)`` token blocks (``hedgehog.data.language_modeling``), whose labels
+    are already the next tokens; and dicts with ``input_ids``, ``attention_mask`` and ``labels``
+    (``hedgehog.data.summarization``), whose labels sit on the tokens themselves (Hugging Face's
+    convention): shifted here by one, so position t predicts label t + 1 and the last predicts nothing.
+    """
+    if isinstance(batch, dict):
+        labels = batch["labels"]
+        nothing = labels.new_full((labels.shape[0], 1), IGNORE_INDEX)
+        return batch["input_ids"], batch.get("attention_mask"), torch.cat([labels[:, 1:], nothing], dim=1)
+    input_ids, labels = batch
+    return input_ids, None, labels
+
+
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy over labelled positions (labels already aligned with the logits) and their count."""
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
