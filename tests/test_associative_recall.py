@@ -18,9 +18,14 @@ from .pipeline import TINY, compose_config
 def test_sweep_configs_compose(tmp_path):
     cfg = compose_config(["experiment=associative_recall", "sweep=associative_recall"], tmp_path)
     assert "difficulty_sweep" in cfg.tags
-    assert (cfg.data.num_pairs, cfg.data.seq_len) == (3, 12)  # the medium level by default
-    hard = compose_config(["experiment=associative_recall", "associative_recall.level=hard"], tmp_path)
-    assert (hard.data.num_pairs, hard.data.seq_len) == (4, 16)
+    # embedded: issue 11's one level, 4 pairs in 32 tokens from a 64-token vocabulary
+    assert (cfg.data.num_pairs, cfg.data.seq_len, cfg.data.vocab_size) == (4, 32, 64)
+    # paper scale: zoology's MQAR levels, each with the batch size of 1,024 queries per batch
+    long = compose_config(
+        ["experiment=associative_recall", "scale=paper", "associative_recall.level=t256"], tmp_path
+    )
+    assert (long.data.num_pairs, long.data.seq_len, long.data.vocab_size) == (16, 256, 8192)
+    assert long.data.batch_size * long.data.num_pairs == 1024
     # the per-map learning rate falls back on the default for maps the tuning did not set
     assert cfg.task.optimizer.lr == cfg.associative_recall.lr.get(
         cfg.attention_name, cfg.associative_recall.lr.default

@@ -332,7 +332,8 @@ class ConversionTask(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def on_test_start(self) -> None:
-        set_stage(self.model, "finetune")  # evaluate the converted attention, also after stage 1 alone
+        if self.converted:  # evaluate the converted attention, also after stage 1 alone
+            set_stage(self.model, "finetune")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
