@@ -1,16 +1,13 @@
 """Every committed table regenerates byte-identical from the committed (published) records."""
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 
-from experiments.associative_recall import make_table as ar_table
-from experiments.bert_glue import make_table as bert_table
 from experiments.gpt2_convert import make_table as convert_table
 from experiments.gpt2_wt103 import make_table as wt103_table
-from experiments.lra import make_table as lra_table
-from experiments.vit_imagenet import make_table as vit_table
 from hedgehog.paths import project_root
 from hedgehog.results import published_records
 
@@ -28,31 +25,27 @@ def assert_same_tables(committed: Path, regenerated: Path) -> None:
         )
 
 
-# every scale with published records (the GPU scale's once the lead has run its sweep)
-AR_SCALES = sorted(
-    p.name for p in (EXPERIMENTS / "associative_recall" / "records").iterdir() if p.name != "lr_tuning"
+# every (experiment, scale) with committed tables; the efficiency tables come from benchmark records
+# (experiments/efficiency, tested in test_bench.py)
+COMMITTED = sorted(
+    (tables.parent.parent.name, tables.name)
+    for tables in EXPERIMENTS.glob("*/tables/*")
+    if tables.is_dir() and tables.parent.parent.name != "efficiency" and any(tables.glob("*.md"))
 )
 
 
-@pytest.mark.parametrize("scale", AR_SCALES)
-def test_associative_recall_tables_regenerate_unchanged(scale, tmp_path):
-    ar_table.make_tables(scale, EXPERIMENTS / "associative_recall" / "records", tmp_path)
-    assert_same_tables(EXPERIMENTS / "associative_recall" / "tables" / scale, tmp_path)
+@pytest.mark.parametrize(("experiment", "scale"), COMMITTED, ids=["/".join(c) for c in COMMITTED])
+def test_every_committed_table_regenerates_unchanged(experiment, scale, tmp_path):
+    """Through each make_table's command line, as `make tables` runs it, from the published records."""
+    module = importlib.import_module(f"experiments.{experiment}.make_table")
+    module.main(["--scale", scale, "--out", str(tmp_path)])
+    assert_same_tables(EXPERIMENTS / experiment / "tables" / scale, tmp_path)
 
 
-def test_bert_glue_tables_regenerate_unchanged(tmp_path):
-    bert_table.make_tables(
-        "embedded",
-        published_records("bert_glue", "embedded"),
-        published_records("associative_recall", "embedded"),
-        tmp_path,
-    )
-    assert_same_tables(EXPERIMENTS / "bert_glue" / "tables" / "embedded", tmp_path)
-
-
-def test_gpt2_wt103_tables_regenerate_unchanged(tmp_path):
-    wt103_table.make_tables("embedded-h200", published_records("gpt2_wt103", "embedded-h200"), tmp_path)
-    assert_same_tables(EXPERIMENTS / "gpt2_wt103" / "tables" / "embedded-h200", tmp_path)
+def test_the_new_experiments_have_committed_tables():
+    """The experiments whose embedded records are committed keep them and their tables together."""
+    for experiment in ("associative_recall", "bert_glue", "vit_imagenet", "lra"):
+        assert (experiment, "embedded") in COMMITTED, experiment
 
 
 def mixer_records(folder: Path, experiment: str, ppl: dict[str, float], task: dict | None = None) -> None:
@@ -99,9 +92,3 @@ def test_gpt2_tables_show_the_mixer_rows_from_their_records(tmp_path):
     assert rows["Hyena (converted)"][1:3] == ["not run", ""] and rows["Hyena (converted)"][-2] == "18.5"
     assert rows["H3 (converted)"][1] == "60.50 ± 0.71 (n=2)" and rows["H3 (converted)"][-2:] == ["", " |"]
     assert "stage 1 (Hedgehog) 200 steps, stage 2 1000 steps" in md and "not conversions" in md
-
-
-@pytest.mark.parametrize("module", [vit_table, lra_table], ids=["vit_imagenet", "lra"])
-def test_vit_and_lra_tables_regenerate_unchanged(module, tmp_path):
-    module.make_tables("embedded", published_records(module.EXPERIMENT, "embedded"), tmp_path)
-    assert_same_tables(EXPERIMENTS / module.EXPERIMENT / "tables" / "embedded", tmp_path)

@@ -1,31 +1,22 @@
 """The associative-recall table (paper Tables 2-3, AR column) and its plot, from the run records.
 
 Reads experiments/associative_recall/records/<scale>/ and writes to
-experiments/associative_recall/tables/<scale>/. Two kinds of sweep:
-
-The difficulty sweep (tag ``difficulty_sweep``, ``make reproduce-ar``; one learning rate per map,
-tuned beforehand on the grid in records/lr_tuning/<scale>/, tag ``lr_tuning``):
-  accuracy.{md,tex}            test accuracy per feature map, difficulty and width (mean ± std over
-                               seeds, n) beside the paper's AR column
-  lr_tuning.{md,tex}           mean validation accuracy per feature map and learning rate
-  accuracy_vs_difficulty.png   accuracy against difficulty, one line per map, one panel per width
-
-The MQAR sweep (tag ``mqar``, conf/sweep/associative_recall_mqar.yaml; zoology's protocol, the
-learning rate swept in every cell):
-  mqar_accuracy.{md,tex}       test accuracy per feature map, sequence length and width at the best
-                               learning rate of the cell (best mean validation accuracy), named in the cell
+experiments/associative_recall/tables/<scale>/. One protocol at every scale, zoology's MQAR protocol
+(``make reproduce-ar``, conf/sweep/associative_recall.yaml, tag ``mqar``): every feature map x (pairs,
+sequence length) x width x learning rate x seed, each (map, length, width) cell reported at its best
+learning rate (best mean validation accuracy over seeds; ties go to the smaller rate):
+  mqar_accuracy.{md,tex}       test accuracy per feature map, sequence length and width at the cell's best
+                               learning rate, named in the cell, beside the paper's AR column
   mqar_lr_sweep.{md,tex}       every cell's mean validation accuracy per learning rate, and its steps
   accuracy_vs_width.png        accuracy at the best learning rate against width, one line per map,
                                one panel per sequence length
-
-and for either, timing.md: wall time per run (training + test, as recorded).
+  timing.md                    wall time per run (training + test, as recorded)
 
     python -m experiments.associative_recall.make_table --scale embedded
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -37,6 +28,7 @@ from hedgehog.results import (
     mean_spread,
     paper_key,
     paper_results,
+    table_main,
     write_tables,
 )
 
@@ -81,32 +73,6 @@ def paper_cell(name: str) -> str:
     return f"{row['ar']:.1f}" + (" (unconfirmed)" if unconfirmed else "")
 
 
-def accuracy_table(records: list[dict[str, Any]], scale: str, out: Path) -> str:
-    acc: dict[tuple[str, int, tuple[int, int]], list[float]] = defaultdict(list)
-    for r in records:
-        acc[(r["attention"], width(r), level(r))].append(r["metrics"]["test/acc"])
-    widths = sorted({width(r) for r in records})
-    levels = sorted({level(r) for r in records})
-    headers = (
-        ["feature map"] + [f"d={w}, {p} pairs / {t} tok" for w in widths for p, t in levels] + ["paper AR"]
-    )
-    rows = [
-        [attention_label(name)]
-        + [mean_spread(acc.get((name, w, lv), []), scale=100.0) for w in widths for lv in levels]
-        + [paper_cell(name)]
-        for name in order({r["attention"] for r in records})
-    ]
-    lr = {r["attention"]: learning_rate(r) for r in records}
-    steps = sorted({r["global_step"] for r in records})
-    caption = (
-        f"Associative recall ({scale} scale): test accuracy % at query positions, mean ± std over seeds (n), "
-        f"per model width d and difficulty (key-value pairs / sequence length); {steps} training steps; "
-        f"learning rate per map: {', '.join(f'{n} {lr[n]:g}' for n in order(set(lr)))}. "
-        "Paper: Tables 2-3, AR column (its task sizes are not stated in what we could confirm)."
-    )
-    return write_tables(out, "accuracy", headers, rows, caption)
-
-
 def learning_rate(record: dict[str, Any]) -> float:
     return record["config"]["task"]["optimizer"]["lr"]
 
@@ -115,72 +81,6 @@ def best_lr(means: dict[float, float]) -> float:
     """The learning rate with the best mean validation accuracy; means equal at the 0.1-point precision
     shown are ties (float noise decided two exact ties) and go to the smaller rate."""
     return max(means, key=lambda lr: (round(100 * means[lr], 1), -lr))
-
-
-def lr_table(records: list[dict[str, Any]], used: dict[str, float], scale: str, out: Path) -> str:
-    val: dict[tuple[str, float], list[float]] = defaultdict(list)
-    for r in records:
-        val[(r["attention"], learning_rate(r))].append(r["metrics"]["val/acc"])
-    lrs = sorted({lr for _, lr in val})
-    headers = ["feature map"] + [f"lr {lr:g}" for lr in lrs] + ["best (mean val acc)", "used in the sweep"]
-    rows = []
-    for name in order({n for n, _ in val}):
-        means = {lr: statistics.mean(val[(name, lr)]) for lr in lrs if (name, lr) in val}
-        best = best_lr(means)
-        rows.append(
-            [attention_label(name)]
-            + [mean_spread(val.get((name, lr), []), scale=100.0) for lr in lrs]
-            + [f"{best:g}", f"{used[name]:g}" if name in used else ""]
-        )
-    levels = sorted({level(r) for r in records})
-    widths = sorted({width(r) for r in records})
-    caption = (
-        f"Learning-rate tuning ({scale} scale): validation accuracy % (best checkpoint), mean ± std over seeds (n), "
-        f"at {', '.join(f'{p} pairs / {t} tok' for p, t in levels)}, width {widths}; the best mean picks each "
-        "map's rate (ties go to the smaller rate); the last column is the rate the sweep's records used."
-    )
-    return write_tables(out, "lr_tuning", headers, rows, caption)
-
-
-def plot(records: list[dict[str, Any]], scale: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    widths = sorted({width(r) for r in records})
-    levels = sorted({level(r) for r in records})
-    fig, axes = plt.subplots(1, len(widths), figsize=(5.5 * len(widths), 4.2), sharey=True, squeeze=False)
-    for ax, w in zip(axes[0], widths, strict=True):
-        for name in order({r["attention"] for r in records}):
-            xs, means, stds = [], [], []
-            for i, lv in enumerate(levels):
-                values = [
-                    100 * r["metrics"]["test/acc"]
-                    for r in records
-                    if r["attention"] == name and (width(r), level(r)) == (w, lv)
-                ]
-                if values:
-                    xs.append(i)
-                    means.append(statistics.mean(values))
-                    stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-            style = "-" if name.startswith(("hedgehog", "softmax", "taylor2")) else "--"
-            ax.errorbar(
-                xs, means, yerr=stds, marker="o", linestyle=style, capsize=3, label=attention_label(name)
-            )
-        chance = [100 / p for p, _ in levels]
-        ax.plot(range(len(levels)), chance, color="black", linestyle=":", label="chance (1 / pairs)")
-        ax.set_xticks(range(len(levels)), [f"{p} pairs\n{t} tokens" for p, t in levels])
-        ax.set_title(f"width {w}")
-        ax.set_ylim(0, 105)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy at queries (%)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(f"Associative recall ({scale}): mean ± std over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def timing(records: list[dict[str, Any]], out: Path) -> str:
@@ -363,52 +263,27 @@ def plot_width(records: list[dict[str, Any]], scale: str, path: Path) -> None:
 
 
 def make_tables(scale: str, records_dir: Path, out: Path) -> None:
-    """The tables and plots from the records under records_dir (<scale>/ and lr_tuning/<scale>/), into out."""
+    """The tables and plot from the sweep records in records_dir (one scale's), into out."""
     out.mkdir(parents=True, exist_ok=True)
-    folder = records_dir / scale
-    found = [
+    folder = records_dir
+    records = [
         r
-        for r in (load_records([folder], experiment=EXPERIMENT) if folder.exists() else [])
+        for r in (load_records([folder], experiment=EXPERIMENT, tags=["mqar"]) if folder.exists() else [])
         if r.get("scale") == scale and "test/acc" in r["metrics"]
     ]
-    sweep = [r for r in found if "difficulty_sweep" in r["tags"]]
-    mqar = [r for r in found if "mqar" in r["tags"]]
-    if not sweep and not mqar:
+    if not records:
         raise SystemExit(
-            f"no {EXPERIMENT} sweep records for scale {scale!r} under {folder}; run: make reproduce-ar "
-            f"SCALE={scale} (the difficulty sweep), or the MQAR sweep in conf/sweep/associative_recall_mqar.yaml"
+            f"no {EXPERIMENT} sweep records for scale {scale!r} under {folder}; run: make reproduce-ar SCALE={scale}"
         )
-    if sweep:
-        print(accuracy_table(sweep, scale, out))
-        plot(sweep, scale, out / "accuracy_vs_difficulty.png")
-    if mqar:
-        print(mqar_accuracy_table(mqar, scale, out))
-        print(mqar_lr_table(mqar, scale, out))
-        plot_width(mqar, scale, out / "accuracy_vs_width.png")
-    print(timing(sweep + mqar, out))
-    tuning_dir = records_dir / "lr_tuning" / scale
-    tuning = (
-        [
-            r
-            for r in load_records([tuning_dir], experiment=EXPERIMENT, tags=["lr_tuning"])
-            if r.get("scale") == scale and "val/acc" in r["metrics"]
-        ]
-        if tuning_dir.exists() and sweep
-        else []
-    )
-    if tuning:
-        used = {r["attention"]: learning_rate(r) for r in sweep}
-        print(lr_table(tuning, used, scale, out))
+    print(mqar_accuracy_table(records, scale, out))
+    print(mqar_lr_table(records, scale, out))
+    plot_width(records, scale, out / "accuracy_vs_width.png")
+    print(timing(records, out))
     print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="embedded")
-    parser.add_argument("--records", type=Path, default=HERE / "records", help="the records folder")
-    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
-    args = parser.parse_args(argv)
-    make_tables(args.scale, args.records, args.out or HERE / "tables" / args.scale)
+    table_main(argv, doc=__doc__, experiment=EXPERIMENT, make_tables=make_tables)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Tables 1 and 3 and the GLUE table of the finetuned-conversion experiment, from its run records.
 
 Reads experiments/bert_glue/records/<scale>/*.json (and, for Table 3's AR column,
-experiments/associative_recall/records/<scale>/*.json when present); writes markdown and LaTeX to
+experiments/associative_recall/records/<scale>/*.json when present, each map at its best
+learning rate); writes markdown and LaTeX to
 experiments/bert_glue/tables/<scale>/ with the published numbers beside ours.
 
     python -m experiments.bert_glue.make_table --scale embedded
@@ -9,12 +10,12 @@ experiments/bert_glue/tables/<scale>/ with the published numbers beside ours.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from experiments.associative_recall import make_table as ar_table
 from hedgehog.config import compose
 from hedgehog.results import (
     DIFFERENCE_RULE,
@@ -25,6 +26,7 @@ from hedgehog.results import (
     paper_key,
     paper_results,
     published_records,
+    table_main,
     write_tables,
 )
 
@@ -115,12 +117,17 @@ def ar_column(scale: str, folder: Path) -> tuple[dict[str, str], str]:
     ``folder``: the associative-recall records of this scale."""
     if not folder.exists():
         return {}, f"no associative-recall records at {scale} scale"
-    groups: dict[tuple[int, int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in load_records([folder], experiment="associative_recall", tags=["difficulty_sweep"]):
-        data, model = r["config"]["data"], r["config"]["model"]
-        if "test/acc" in r["metrics"]:
-            key = (data["num_pairs"], data["seq_len"], model["d_model"])
-            groups[key][r["attention"]].append(r["metrics"]["test/acc"])
+    # each (map, setting) at its best learning rate, as the AR table reports it
+    records = [
+        r
+        for r in load_records([folder], experiment="associative_recall", tags=["mqar"])
+        if "test/acc" in r["metrics"]
+    ]
+    groups: dict[tuple[int, int, int], dict[str, list[float]]] = defaultdict(dict)
+    for (attention, (pairs, length), width), (_, runs) in ar_table.mqar_best(
+        ar_table.mqar_cells(records)
+    ).items():
+        groups[(pairs, length, width)][attention] = [r["metrics"]["test/acc"] for r in runs]
     best = pick_ar_setting(groups)
     if best is None:
         return {}, f"no associative-recall setting at {scale} scale has records for all of {TABLE3_ROWS}"
@@ -305,15 +312,13 @@ def make_tables(scale: str, records_dir: Path, ar_records_dir: Path, out: Path) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="embedded", choices=["embedded", "paper"])
-    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
-    args = parser.parse_args(argv)
-    make_tables(
-        args.scale,
-        published_records("bert_glue", args.scale),
-        published_records("associative_recall", args.scale),
-        args.out or HERE / "tables" / args.scale,
+    table_main(
+        argv,
+        doc=__doc__,
+        experiment="bert_glue",
+        make_tables=lambda scale, records, out: make_tables(
+            scale, records, published_records("associative_recall", scale), out
+        ),
     )
 
 

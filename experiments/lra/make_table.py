@@ -13,7 +13,6 @@ experiments/lra/tables/<scale>/:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -27,7 +26,7 @@ from hedgehog.results import (
     mean_spread,
     paper_results,
     plot_histories,
-    published_records,
+    table_main,
     write_tables,
 )
 
@@ -194,15 +193,7 @@ def make_tables(scale: str, records_dir: Path, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="embedded")
-    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> beside this script")
-    args = parser.parse_args(argv)
-    print(
-        make_tables(
-            args.scale, published_records(EXPERIMENT, args.scale), args.out or HERE / "tables" / args.scale
-        )
-    )
+    table_main(argv, doc=__doc__, experiment=EXPERIMENT, make_tables=make_tables)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from hedgehog.results.tables import (
     mean_spread,
     paper_results,
     published_records,
+    table_main,
     write_tables,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "paper_results",
     "plot_histories",
     "published_records",
+    "table_main",
     "write_record",
     "write_tables",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,30 @@ def paper_results(section: str) -> dict[str, Any]:
 def published_records(experiment: str, scale: str) -> Path:
     """The folder the reproduction sweeps of an experiment publish into: experiments/<experiment>/records/<scale>."""
     return project_root() / "experiments" / experiment / "records" / scale
+
+
+def table_main(
+    argv: list[str] | None,
+    *,
+    doc: str,
+    experiment: str,
+    make_tables: Callable[[str, Path, Path], object],
+) -> None:
+    """The command line every experiment's make_table shares: ``--scale`` (default embedded), ``--records``
+    (default the scale's published records) and ``--out`` (default experiments/<experiment>/tables/<scale>);
+    calls ``make_tables(scale, records, out)`` and prints what it returns, if anything."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--scale", default="embedded")
+    parser.add_argument(
+        "--records", type=Path, default=None, help="default: records/<scale> of the experiment"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: tables/<scale> of the experiment")
+    args = parser.parse_args(argv)
+    records = args.records or published_records(experiment, args.scale)
+    out = args.out or project_root() / "experiments" / experiment / "tables" / args.scale
+    text = make_tables(args.scale, records, out)
+    if text:
+        print(text)
 
 
 def mean_spread(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
