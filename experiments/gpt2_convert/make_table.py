@@ -21,10 +21,10 @@ from hedgehog.results import (
     DIFFERENCE_RULE,
     attention_label,
     compare_seeds,
-    load_records,
     mean_spread,
     paper_results,
     plot_histories,
+    records_with,
     table_main,
     write_tables,
 )
@@ -62,14 +62,7 @@ def row_of(record: dict[str, Any]) -> str:
 
 def make_tables(scale: str, records_dir: Path, out: Path) -> str:
     """The table and the curves from the records in records_dir, into out; returns the markdown."""
-    found = (
-        load_records([records_dir], experiment=EXPERIMENT, tags=[EXPERIMENT]) if records_dir.exists() else []
-    )
-    records = [r for r in found if "test/ppl" in r["metrics"]]
-    if not records:
-        raise SystemExit(
-            f"no {EXPERIMENT} records with test/ppl under {records_dir}; run `make reproduce-gpt2-convert SCALE={scale}`"
-        )
+    records = records_with(records_dir, EXPERIMENT, "test/ppl", scale)
     ppl: dict[str, dict[int, float]] = defaultdict(dict)
     by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r["seed"]):

@@ -22,10 +22,10 @@ from typing import Any
 from hedgehog.results import (
     DIFFERENCE_RULE,
     compare_seeds,
-    load_records,
     mean_spread,
     paper_results,
     plot_histories,
+    records_with,
     table_main,
     write_tables,
 )
@@ -169,15 +169,7 @@ def plot_rouge(rows: dict[str, list[dict[str, Any]]], scale: str, path: Path) ->
 
 def make_tables(scale: str, records_dir: Path, out: Path) -> str:
     """The table, the examples and the figures from the records in records_dir, into out; returns the markdown."""
-    found = (
-        load_records([records_dir], experiment=EXPERIMENT, tags=[EXPERIMENT]) if records_dir.exists() else []
-    )
-    records = [r for r in found if "test/rouge1" in r["metrics"]]
-    if not records:
-        raise SystemExit(
-            f"no {EXPERIMENT} records with test/rouge1 under {records_dir}; "
-            f"run `make reproduce-llama-samsum SCALE={scale}`"
-        )
+    records = records_with(records_dir, EXPERIMENT, "test/rouge1", scale)
     rows = grouped(records)
     out.mkdir(parents=True, exist_ok=True)
     md = table(rows, records, scale, out)

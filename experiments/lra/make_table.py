@@ -22,10 +22,10 @@ from hedgehog.results import (
     DIFFERENCE_RULE,
     attention_label,
     compare_seeds,
-    load_records,
     mean_spread,
     paper_results,
     plot_histories,
+    records_with,
     table_main,
     write_tables,
 )
@@ -64,14 +64,7 @@ def published_cell(row: dict[str, Any] | None, column: str) -> str:
 
 def make_tables(scale: str, records_dir: Path, out: Path) -> str:
     """The tables and curves from the records in records_dir, into out; returns the markdown."""
-    found = (
-        load_records([records_dir], experiment=EXPERIMENT, tags=[EXPERIMENT]) if records_dir.exists() else []
-    )
-    records = [r for r in found if METRIC in r["metrics"]]
-    if not records:
-        raise SystemExit(
-            f"no {EXPERIMENT} records with {METRIC} under {records_dir}; run `make reproduce-lra SCALE={scale}`"
-        )
+    records = records_with(records_dir, EXPERIMENT, METRIC, scale)
     accuracy: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     by_task: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     majority: dict[str, float] = {}

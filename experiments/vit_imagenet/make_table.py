@@ -21,10 +21,10 @@ from hedgehog.results import (
     DIFFERENCE_RULE,
     attention_label,
     compare_seeds,
-    load_records,
     mean_spread,
     paper_results,
     plot_histories,
+    records_with,
     table_main,
     write_tables,
 )
@@ -59,15 +59,7 @@ def fmt(value: float | None) -> str:
 
 def make_tables(scale: str, records_dir: Path, out: Path) -> str:
     """The table and the curves from the records in records_dir, into out; returns the markdown."""
-    found = (
-        load_records([records_dir], experiment=EXPERIMENT, tags=[EXPERIMENT]) if records_dir.exists() else []
-    )
-    records = [r for r in found if METRIC in r["metrics"]]
-    if not records:
-        raise SystemExit(
-            f"no {EXPERIMENT} records with {METRIC} under {records_dir}; run `make reproduce-vit-imagenet "
-            f"SCALE={scale}`"
-        )
+    records = records_with(records_dir, EXPERIMENT, METRIC, scale)
     top1: dict[str, dict[int, float]] = defaultdict(dict)
     by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r["seed"]):

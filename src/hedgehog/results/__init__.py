@@ -11,6 +11,7 @@ from hedgehog.results.tables import (
     mean_spread,
     paper_results,
     published_records,
+    records_with,
     table_main,
     write_tables,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "paper_results",
     "plot_histories",
     "published_records",
+    "records_with",
     "table_main",
     "write_record",
     "write_tables",

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from hedgehog.paths import project_root
+from hedgehog.results.records import load_records
 
 
 def paper_results(section: str) -> dict[str, Any]:
@@ -26,6 +27,21 @@ def paper_results(section: str) -> dict[str, Any]:
 def published_records(experiment: str, scale: str) -> Path:
     """The folder the reproduction sweeps of an experiment publish into: experiments/<experiment>/records/<scale>."""
     return project_root() / "experiments" / experiment / "records" / scale
+
+
+def records_with(records_dir: Path, experiment: str, metric: str, scale: str) -> list[dict[str, Any]]:
+    """The published records of an experiment (tagged with its name) that hold ``metric``; none is an
+    error that names the command making them (``make reproduce-<experiment, dashed> SCALE=<scale>``)."""
+    found = (
+        load_records([records_dir], experiment=experiment, tags=[experiment]) if records_dir.exists() else []
+    )
+    records = [r for r in found if metric in r["metrics"]]
+    if not records:
+        raise SystemExit(
+            f"no {experiment} records with {metric} under {records_dir}; "
+            f"run `make reproduce-{experiment.replace('_', '-')} SCALE={scale}`"
+        )
+    return records
 
 
 def table_main(
