@@ -67,7 +67,13 @@ def test_make_table_from_three_tiny_runs(tmp_path):
 def test_make_table_without_records_says_what_to_run(tmp_path):
     """As a command, with no records: it fails and names the command that makes them."""
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.associative_recall.make_table", "--records", str(tmp_path / "embedded")],
+        [
+            sys.executable,
+            "-m",
+            "experiments.associative_recall.make_table",
+            "--records",
+            str(tmp_path / "embedded"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
