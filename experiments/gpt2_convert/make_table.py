@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from hedgehog.paths import project_root
 from hedgehog.results import (
     DIFFERENCE_RULE,
     attention_label,
@@ -58,6 +59,15 @@ def row_of(record: dict[str, Any]) -> str:
     if record["attention"] == "softmax" and task["distill_steps"] == 0 and task["finetune_steps"] == 0:
         return "zero_shot"
     return record["attention"]
+
+
+def model_name(pretrained: str) -> str:
+    """The pretrained model as a reader can find it: a folder under the project by its relative path
+    (the embedded softmax GPT-2 of gpt2_wt103 lives under outputs/), anything else as given."""
+    path = Path(pretrained)
+    if path.is_absolute() and path.is_relative_to(project_root()):
+        return str(path.relative_to(project_root()))
+    return pretrained
 
 
 def make_tables(scale: str, records_dir: Path, out: Path) -> str:
@@ -104,7 +114,7 @@ def make_tables(scale: str, records_dir: Path, out: Path) -> str:
     wall = sum(r["wall_time_s"] for r in records)
     caption = (
         f"Table 10, pretrained GPT-2 converted and finetuned ({scale} scale): test perplexity (lower is better), mean "
-        f"± std over seeds (n). Ours: {config['model']['pretrained']} converted and finetuned on {data['corpus']} "
+        f"± std over seeds (n). Ours: {model_name(config['model']['pretrained'])} converted and finetuned on {data['corpus']} "
         f"({data['seq_len']}-token context, batch {data['batch_size']}); stage 1 (Hedgehog) {task['distill_steps']} "
         f"steps, stage 2 {task['finetune_steps']} steps for every trained row. 'vs finetuned' is the gap of the row's "
         f"mean to finetuned softmax, in perplexity points; 'vs Hedgehog': {DIFFERENCE_RULE}. The paper's claim: "
