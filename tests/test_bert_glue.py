@@ -318,14 +318,17 @@ def test_a_difference_is_claimed_only_with_two_seeds_and_a_significant_welch_tes
         compare_seeds([0.2, 0.4], [0.3, 0.5], b_fixed=True)
 
 
-def test_table3_ar_setting_is_where_softmax_is_furthest_above_chance():
+def test_table3_ar_setting_has_the_most_rows_then_softmax_furthest_above_chance():
     table = bert_table
     groups = {
         # 2 pairs (chance 50): softmax 60 -> +10; 4 pairs (chance 25): softmax 45 -> +20
         (2, 8, 32): {"softmax": [0.6], "taylor2": [0.5], "hedgehog": [0.5]},
         (4, 16, 32): {"softmax": [0.4, 0.5], "taylor2": [0.25], "hedgehog": [0.25]},
-        # highest softmax accuracy, but Taylor-2 was not run there
+        # highest softmax accuracy, but Taylor-2 was not run there: settings with all three rows come first
         (1, 4, 32): {"softmax": [1.0], "hedgehog": [1.0]},
+        # Hedgehog not run: never chosen
+        (1, 2, 16): {"softmax": [1.0], "taylor2": [1.0]},
     }
     assert table.pick_ar_setting(groups) == (4, 16, 32)
-    assert table.pick_ar_setting({(1, 4, 32): groups[(1, 4, 32)]}) is None
+    assert table.pick_ar_setting({(1, 4, 32): groups[(1, 4, 32)]}) == (1, 4, 32)
+    assert table.pick_ar_setting({(1, 2, 16): groups[(1, 2, 16)]}) is None
