@@ -11,6 +11,7 @@
 # this machine) to the sub-quadratic baselines, 6 processes: the pretrained model's attention replaced by
 # H3, Hyena or Hybrid H3 (MLPs and embeddings kept), no stage 1 (they have no feature maps), stage 2 as the
 # other rows. Both calls publish into the same records folder and the table reads them all.
+# On a lent GPU machine set LOGS=$OUT/logs: the logs then come back even when a call is cut short.
 set -u
 pretrain_steps=${PRETRAIN_STEPS:-2000}
 attentions=${ATTENTIONS:-softmax hedgehog t2r}

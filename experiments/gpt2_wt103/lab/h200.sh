@@ -11,6 +11,7 @@
 # publish into the same records folder and the table reads them all.
 # Every run stops at STEPS (the same token budget for every row); MAX_TIME is only a safety cap (a run
 # it cuts short says so in its record's global_step).
+# On a lent GPU machine set LOGS=$OUT/logs: the logs then come back even when a call is cut short.
 set -u
 steps=${STEPS:-2000}
 attentions=${ATTENTIONS:-softmax hedgehog elu1 performer}

@@ -9,6 +9,7 @@
 #   STEPS=1500 bash experiments/lra/lab/h200.sh
 # Every run stops at STEPS (the same budget for every row); MAX_TIME is only a safety cap that keeps the
 # whole script within about 9 minutes (a run it cuts short says so in its record's global_step).
+# On a lent GPU machine set LOGS=$OUT/logs: the logs then come back even when a call is cut short.
 set -u
 steps=${STEPS:-1500}
 max_time=${MAX_TIME:-00:00:06:30}
