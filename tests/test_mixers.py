@@ -35,6 +35,7 @@ from hedgehog.train import train
 
 from .pipeline import TINY, compose_config
 from .test_conversion import tiny_bert, tiny_gpt2
+from .test_state_cache import check_reorder_and_repeat, greedy
 
 H, D = 2, 4
 MIXERS = {
@@ -397,12 +398,6 @@ CONVERTED = {
 }
 
 
-def greedy(model, ids, **kwargs):
-    return model.generate(
-        ids, max_new_tokens=10, do_sample=False, pad_token_id=0, return_dict_in_generate=True, **kwargs
-    )
-
-
 @pytest.mark.parametrize("name", CONVERTED)
 def test_converted_gpt2_generates_from_its_state_with_no_cache_passed(name):
     """generate() brings LinearAttentionCache by itself: the same tokens as recomputing every step, and
@@ -459,31 +454,10 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(name):
 @pytest.mark.parametrize("name", ["h3", "hyena", "h3_hybrid"])
 def test_beam_search_and_batch_expansion_reorder_the_states(name):
     """Rows of every state field are selected and repeated (Hyena's filter, shared by all rows, is kept)."""
-    model = gpt2_of(name)
-    ids = torch.randint(1, 100, (3, 5))
-    order = torch.tensor([2, 0, 0])
-    reordered, repeated = LinearAttentionCache(model), LinearAttentionCache(model)
-    fresh, fresh_repeated = LinearAttentionCache(model), LinearAttentionCache(model)
-    with torch.no_grad():
-        model(input_ids=ids, cache=reordered, use_cache=True)
-        reordered.reorder_cache(order)
-        model(input_ids=ids[order], cache=fresh, use_cache=True)
-        model(input_ids=ids, cache=repeated, use_cache=True)
-        repeated.batch_repeat_interleave(2)
-        model(input_ids=ids.repeat_interleave(2, dim=0), cache=fresh_repeated, use_cache=True)
-        nxt = torch.randint(1, 100, (6, 1))
-        a = model(input_ids=nxt[:3], cache=reordered, use_cache=True).logits
-        b = model(input_ids=nxt[:3], cache=fresh, use_cache=True).logits
-        c = model(input_ids=nxt, cache=repeated, use_cache=True).logits
-        d = model(input_ids=nxt, cache=fresh_repeated, use_cache=True).logits
-        beams = greedy(model, ids[:2], num_beams=3).sequences
-        uncached = greedy(model, ids[:2], num_beams=3, use_cache=False).sequences
+    repeated = check_reorder_and_repeat(gpt2_of(name), beam_cache=False)
     if name == "hyena":
         assert all(isinstance(layer.state, HyenaState) for layer in repeated.layers)
         assert all(layer.state.filter.shape == (32, 64) for layer in repeated.layers)  # (channels, max_len)
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(c, d, atol=1e-6, rtol=1e-6)
-    assert torch.equal(beams, uncached)
 
 
 def test_h3_state_is_fixed_and_hyena_state_grows_by_one_input_per_token():

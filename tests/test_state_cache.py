@@ -120,8 +120,12 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(family):
             )
 
 
-def test_beam_search_and_batch_expansion_reorder_the_states():
-    model = linear_model("gpt2")
+def check_reorder_and_repeat(model, compare_states=None, beam_cache: bool = True) -> LinearAttentionCache:
+    """A cache reordered (beam search) or repeated (batch expansion) after a prompt continues as a cache
+    filled from the reordered or repeated prompt, and beam search from the state matches it without a
+    cache. ``compare_states(reordered, fresh)`` may check the states themselves before the next token;
+    ``beam_cache`` passes a fresh LinearAttentionCache to beam search (else the model's generate brings its
+    own). Returns the repeated cache after its next token."""
     ids = torch.randint(1, 100, (3, 5))
     order = torch.tensor([2, 0, 0])
     reordered, repeated = LinearAttentionCache(model), LinearAttentionCache(model)
@@ -133,16 +137,25 @@ def test_beam_search_and_batch_expansion_reorder_the_states():
         model(input_ids=ids, cache=repeated, use_cache=True)
         repeated.batch_repeat_interleave(2)
         model(input_ids=ids.repeat_interleave(2, dim=0), cache=fresh_repeated, use_cache=True)
+        if compare_states is not None:
+            for a, b in ((reordered, fresh), (repeated, fresh_repeated)):
+                compare_states(a, b)
         nxt = torch.randint(1, 100, (6, 1))
         a = model(input_ids=nxt[:3], cache=reordered, use_cache=True).logits
         b = model(input_ids=nxt[:3], cache=fresh, use_cache=True).logits
         c = model(input_ids=nxt, cache=repeated, use_cache=True).logits
         d = model(input_ids=nxt, cache=fresh_repeated, use_cache=True).logits
-        cached = greedy(model, ids[:2], num_beams=3, cache=LinearAttentionCache(model)).sequences
+        extra = {"cache": LinearAttentionCache(model)} if beam_cache else {}
+        beams = greedy(model, ids[:2], num_beams=3, **extra).sequences
         uncached = greedy(model, ids[:2], num_beams=3, use_cache=False).sequences
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(c, d, atol=1e-6, rtol=1e-6)
-    assert torch.equal(cached, uncached)
+    assert torch.equal(beams, uncached)
+    return repeated
+
+
+def test_beam_search_and_batch_expansion_reorder_the_states():
+    check_reorder_and_repeat(linear_model("gpt2"))
 
 
 def test_unsupported_uses_raise_clear_errors():

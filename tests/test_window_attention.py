@@ -29,7 +29,7 @@ from hedgehog.models.conversion import (
     load_feature_maps,
     set_stage,
 )
-from tests.test_state_cache import SPLITS, greedy, tiny_llama
+from tests.test_state_cache import SPLITS, check_reorder_and_repeat, greedy, tiny_llama
 
 
 def reference_weights(q, k, fq, fk, window, gamma, mask=None, eps=0.0):
@@ -495,31 +495,11 @@ def test_the_cache_does_not_grow_with_the_context():
 
 
 def test_beam_search_and_batch_expansion_reorder_every_field_of_the_state():
-    model = hybrid_llama(window=3)
-    ids = torch.randint(1, 100, (3, 5))
-    order = torch.tensor([2, 0, 0])
-    reordered, repeated = LinearAttentionCache(model), LinearAttentionCache(model)
-    fresh, fresh_repeated = LinearAttentionCache(model), LinearAttentionCache(model)
-    with torch.no_grad():
-        model(input_ids=ids, cache=reordered, use_cache=True)
-        reordered.reorder_cache(order)
-        model(input_ids=ids[order], cache=fresh, use_cache=True)
-        model(input_ids=ids, cache=repeated, use_cache=True)
-        repeated.batch_repeat_interleave(2)
-        model(input_ids=ids.repeat_interleave(2, dim=0), cache=fresh_repeated, use_cache=True)
-        for a, b in ((reordered, fresh), (repeated, fresh_repeated)):
-            for la, lb in zip(a.layers, b.layers, strict=True):
-                assert_close_state(la.state, lb.state)
-        nxt = torch.randint(1, 100, (6, 1))
-        a = model(input_ids=nxt[:3], cache=reordered, use_cache=True).logits
-        b = model(input_ids=nxt[:3], cache=fresh, use_cache=True).logits
-        c = model(input_ids=nxt, cache=repeated, use_cache=True).logits
-        d = model(input_ids=nxt, cache=fresh_repeated, use_cache=True).logits
-        cached = greedy(model, ids[:2], num_beams=3, cache=LinearAttentionCache(model)).sequences
-        uncached = greedy(model, ids[:2], num_beams=3, use_cache=False).sequences
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(c, d, atol=1e-6, rtol=1e-6)
-    assert torch.equal(cached, uncached)
+    def compare_states(a: LinearAttentionCache, b: LinearAttentionCache) -> None:
+        for la, lb in zip(a.layers, b.layers, strict=True):
+            assert_close_state(la.state, lb.state)
+
+    check_reorder_and_repeat(hybrid_llama(window=3), compare_states)
 
 
 def assert_close_state(a: WindowAttentionState, b: WindowAttentionState) -> None:
