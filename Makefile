@@ -59,6 +59,10 @@ reproduce-bert-glue: reproduce-bert_glue ## BERT finetuned conversion (paper Tab
 reproduce-gpt2-wt103: reproduce-gpt2_wt103 ## GPT-2 trained from scratch (the paper's WikiText-103 table)
 	@:
 
+reproduce-gpt2-wt103-mixers: install ## the H3, Hyena and Hybrid H3 rows of the from-scratch table (outside make reproduce: they double it)
+	$(TRAIN) experiment=gpt2_wt103 sweep=gpt2_wt103_mixers
+	$(PY) -m experiments.gpt2_wt103.make_table --scale $(SCALE)
+
 reproduce-gpt2-convert: reproduce-gpt2_convert ## pretrained GPT-2 converted and finetuned (paper Table 10)
 	@:
 
