@@ -96,3 +96,14 @@ def test_gpt2_tables_show_the_mixer_rows_from_their_records(tmp_path):
     assert rows["Hyena (converted)"][1:3] == ["not run", ""] and rows["Hyena (converted)"][-2] == "18.5"
     assert rows["H3 (converted)"][1] == "60.50 ± 0.71 (n=2)" and rows["H3 (converted)"][-2:] == ["", " |"]
     assert "stage 1 (Hedgehog) 200 steps, stage 2 1000 steps" in md and "not conversions" in md
+
+
+def test_table10_names_the_pretrained_model_the_same_from_any_checkout():
+    """Records keep the absolute path of the embedded pretrained GPT-2; the table shows it relative to the
+    project, so the committed table regenerates unchanged in a checkout at another path (as CI's)."""
+    here = project_root() / "outputs" / "gpt2_wt103" / "pretrained" / "embedded" / "softmax-s0"
+    elsewhere = Path("/elsewhere/checkout/outputs/gpt2_wt103/pretrained/embedded/softmax-s0")
+    expected = "outputs/gpt2_wt103/pretrained/embedded/softmax-s0"
+    assert convert_table.model_name(str(here)) == expected
+    assert convert_table.model_name(str(elsewhere)) == expected
+    assert convert_table.model_name("gpt2") == "gpt2"

@@ -63,10 +63,14 @@ def row_of(record: dict[str, Any]) -> str:
 
 def model_name(pretrained: str) -> str:
     """The pretrained model as a reader can find it: a folder under the project by its relative path
-    (the embedded softmax GPT-2 of gpt2_wt103 lives under outputs/), anything else as given."""
+    (the embedded softmax GPT-2 of gpt2_wt103 lives under outputs/, also when the record was written in a
+    checkout at another path), anything else as given."""
     path = Path(pretrained)
     if path.is_absolute() and path.is_relative_to(project_root()):
         return str(path.relative_to(project_root()))
+    if path.is_absolute() and "outputs" in path.parts:
+        # a record written in another checkout of the project: the same folder, relative to that checkout
+        return str(Path(*path.parts[path.parts.index("outputs"):]))
     return pretrained
 
 
