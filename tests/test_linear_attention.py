@@ -8,6 +8,7 @@ from hedgehog.attention import (
     HedgehogFeatureMap,
     LinearAttention,
     LinearAttentionState,
+    Taylor2FeatureMap,
     chunked_linear_attention,
     noncausal_linear_attention,
     quadratic_linear_attention,
@@ -71,6 +72,26 @@ def test_noncausal_matches_reference():
     torch.testing.assert_close(
         quadratic_linear_attention(fq, fk, v, causal=False, eps=0.0), reference(fq, fk, v, causal=False)
     )
+
+
+@pytest.mark.parametrize("t", [9, 40])
+def test_noncausal_taylor2_kernel_form_matches_its_features(t):
+    """Taylor-2 over fewer keys than its feature dim (1 + 4 + 16 = 21) takes the closed-form kernel
+    1 + s + s^2/2; over more, the features: both equal the float64 reference of phi(q).phi(k), padded
+    keys included, forward and backward."""
+    layer = LinearAttention(3, 4, Taylor2FeatureMap, causal=False, eps=0.0)
+    q, k, v = (torch.randn(2, 3, t, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    padding = torch.ones(2, t, dtype=torch.bool)
+    padding[1, t - 3 :] = False
+    out, _ = layer(q, k, v, key_padding_mask=padding)
+    fq, fk = layer.features(q, k)
+    fk = fk * padding[:, None, :, None]
+    expected = reference(fq, fk, v, causal=False)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
 
 
 @pytest.mark.parametrize("split", [1, 16, 30])

@@ -39,6 +39,11 @@ class FeatureMap(nn.Module, abc.ABC):
     def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
         """Return (phi_q(q), phi_k(k)), each (B, H, T, feature_dim) in float32."""
 
+    def kernel(self, q: Tensor, k: Tensor) -> Tensor | None:
+        """phi_q(q_i) . phi_k(k_j) as a (B, H, Tq, Tk) float32 tensor computed without the features, for
+        maps with a closed form (cheaper than the features when Tk is below feature_dim); else None."""
+        return None
+
 
 class PointwiseFeatureMap(FeatureMap):
     """A map that applies one function phi to queries and keys alike."""
@@ -90,6 +95,10 @@ class Taylor2FeatureMap(PointwiseFeatureMap):
     @property
     def feature_dim(self) -> int:
         return 1 + self.head_dim + self.head_dim**2
+
+    def kernel(self, q: Tensor, k: Tensor) -> Tensor:
+        s = (upcast(q) @ upcast(k).transpose(-1, -2)) / math.sqrt(self.head_dim)
+        return 1.0 + s + 0.5 * s * s
 
     def phi(self, x: Tensor) -> Tensor:
         d = self.head_dim

@@ -24,6 +24,7 @@ from hedgehog.attention.linear_attention import (
     LinearAttentionState,
     causal_mask,
     chunked_linear_attention,
+    kernel_linear_attention,
     noncausal_linear_attention,
     quadratic_linear_attention,
     recurrent_linear_attention,
@@ -137,7 +138,8 @@ class LinearAttention(nn.Module):
 
     ``causal_form`` selects the causal algorithm (all compute the same function): ``chunked``
     for training and prefill, ``recurrent`` token by token, ``quadratic`` materialised.
-    Non-causal attention has one form.
+    Non-causal attention has the feature form, and for a map with a closed-form kernel (Taylor-2)
+    over fewer keys than its feature dim, the kernel form (the same function, without the features).
     """
 
     def __init__(
@@ -176,6 +178,13 @@ class LinearAttention(nn.Module):
             fused = self._kernel_forward(q, k, v, cache, key_padding_mask)
             if fused is not None:
                 return fused
+        if not self.causal and k.shape[-2] < self.feature_map.feature_dim:
+            # short sequences, wide features (Taylor-2: 1 + d + d^2): the closed-form kernel, if the map has one
+            scores = self.feature_map.kernel(q, k)
+            if scores is not None:
+                if key_padding_mask is not None:
+                    scores = scores * key_padding_mask.to(scores.dtype)[:, None, None, :]
+                return kernel_linear_attention(scores, v, self.eps), None
         fq, fk = self.features(q, k, cache.offset if cache is not None else 0)
         if key_padding_mask is not None:
             fk = fk * key_padding_mask.to(fk.dtype)[:, None, :, None]

@@ -79,6 +79,13 @@ def quadratic_linear_attention(
     return (linear_attention_weights(fq, fk, causal, eps) @ upcast(v)).to(v.dtype)
 
 
+def kernel_linear_attention(scores: Tensor, v: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """Non-causal linear attention from its kernel values scores_ij = fq_i . fk_j (B, H, Tq, Tk), for maps
+    whose kernel has a closed form (``FeatureMap.kernel``): the same function as the feature form."""
+    scores = upcast(scores)
+    return ((scores / (scores.sum(-1, keepdim=True) + eps)) @ upcast(v)).to(v.dtype)
+
+
 def noncausal_linear_attention(fq: Tensor, fk: Tensor, v: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     """Encoder form: y_n = fq_n . (sum_i fk_i v_i^T) / (fq_n . sum_i fk_i + eps)."""
     check_features(fq, fk, v)
