@@ -86,20 +86,33 @@ reproduce-gpt2_convert: install $(if $(filter embedded,$(SCALE)),$(GPT2_PRETRAIN
 	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert_t2r
 	$(PY) -m experiments.gpt2_convert.make_table --scale $(SCALE)
 
-# the two one-run sweeps share the cores (one thread each), then the sweeps of two jobs at a time
+# embedded: two lanes of one torch thread each, one per core, balanced by their measured run times (seed 0's
+# rows then the output-MSE row; seed 1's rows then T2R and zero-shot), so that neither core idles;
+# other scales: the sweeps one after the other
+LLAMA_LANE = OMP_NUM_THREADS=1 $(TRAIN) experiment=llama_samsum hydra.launcher.n_jobs=1
 reproduce-llama_samsum: install ## Table 11: zero-shot, softmax / T2R / Hedgehog / hybrid + LoRA, output-MSE stage 1
-	OMP_NUM_THREADS=1 $(TRAIN) experiment=llama_samsum sweep=llama_samsum_zero_shot & zero=$$!; \
-	  OMP_NUM_THREADS=1 $(TRAIN) experiment=llama_samsum sweep=llama_samsum_t2r & t2r=$$!; \
-	  wait $$zero && wait $$t2r
+ifeq ($(SCALE),embedded)
+	( $(LLAMA_LANE) sweep=llama_samsum llama_samsum.seeds=0 && \
+	  $(LLAMA_LANE) sweep=llama_samsum_mse ) & a=$$!; \
+	( $(LLAMA_LANE) sweep=llama_samsum llama_samsum.seeds=1 && \
+	  $(LLAMA_LANE) sweep=llama_samsum_t2r && \
+	  $(LLAMA_LANE) sweep=llama_samsum_zero_shot ) & b=$$!; \
+	  wait $$a && wait $$b
+else
+	$(TRAIN) experiment=llama_samsum sweep=llama_samsum_zero_shot
+	$(TRAIN) experiment=llama_samsum sweep=llama_samsum_t2r
 	$(TRAIN) experiment=llama_samsum sweep=llama_samsum
 	$(TRAIN) experiment=llama_samsum sweep=llama_samsum_mse
+endif
 	$(PY) -m experiments.llama_samsum.make_table --scale $(SCALE)
 
+# the T2R and other-task sweeps (3 runs each at the embedded scale) run side by side, one job each
 reproduce-bert_glue: install ## BERT-FT teachers, then the conversions, then the tables
 	$(TRAIN) experiment=bert_glue_teacher sweep=bert_glue_teacher
 	$(TRAIN) experiment=bert_glue sweep=bert_glue
-	$(TRAIN) experiment=bert_glue sweep=bert_glue_t2r
-	$(TRAIN) experiment=bert_glue sweep=bert_glue_tasks
+	OMP_NUM_THREADS=1 $(TRAIN) experiment=bert_glue sweep=bert_glue_t2r hydra.launcher.n_jobs=1 & t2r=$$!; \
+	  OMP_NUM_THREADS=1 $(TRAIN) experiment=bert_glue sweep=bert_glue_tasks hydra.launcher.n_jobs=1 & tasks=$$!; \
+	  wait $$t2r && wait $$tasks
 	$(PY) -m experiments.bert_glue.make_table --scale $(SCALE)
 
 reproduce-vit_imagenet: install ## the softmax ViT teachers, then the conversions, then the table
