@@ -242,8 +242,8 @@ def test_conversion_task_rejects_negative_steps():
     ("overrides", "starts_from_teacher", "saves_teacher", "distill_steps"),
     [
         (["experiment=bert_glue_teacher"], False, True, None),
-        (["experiment=bert_glue"], True, False, 40),
-        (["experiment=bert_glue", "attention=t2r_hh"], True, False, 40),
+        (["experiment=bert_glue"], True, False, 60),
+        (["experiment=bert_glue", "attention=t2r_hh"], True, False, 60),
         (["experiment=bert_glue", "sweep=bert_glue_t2r"], True, False, 0),
     ],
 )
@@ -290,7 +290,7 @@ def test_hedgehog_conversion_of_minilm_runs_in_the_pipeline(tmp_path):
         tmp_path,
     )
     record = train(cfg)
-    assert record["attention"] == "hedgehog" and record["metrics"]["test/distill_steps"] == 40
+    assert record["attention"] == "hedgehog" and record["metrics"]["test/distill_steps"] == 60
 
 
 def test_table_recover_is_the_ratio_of_task_means():
