@@ -70,7 +70,7 @@ def model_name(pretrained: str) -> str:
         return str(path.relative_to(project_root()))
     if path.is_absolute() and "outputs" in path.parts:
         # a record written in another checkout of the project: the same folder, relative to that checkout
-        return str(Path(*path.parts[path.parts.index("outputs"):]))
+        return str(Path(*path.parts[path.parts.index("outputs") :]))
     return pretrained
 
 
