@@ -5,12 +5,11 @@
 # experiments/gpt2_convert/records/embedded-h200/ (tables/embedded-h200/ via
 #   python -m experiments.gpt2_convert.make_table --scale embedded-h200).
 # Run from the repository root with the project on PYTHONPATH and hydra/omegaconf installed:
-#   PRETRAIN_STEPS=2000 DISTILL_STEPS=200 FINETUNE_STEPS=1000 bash experiments/gpt2_convert/lab/h200.sh
-#   PRETRAIN=0 ATTENTIONS="h3_hybrid hyena h3" FINETUNE_STEPS=1000 bash experiments/gpt2_convert/lab/h200.sh
-# The second call converts the same pretrained model (PRETRAIN=0: the one the first call left in outputs/ on
-# this machine) to the sub-quadratic baselines, 6 processes: the pretrained model's attention replaced by
-# H3, Hyena or Hybrid H3 (MLPs and embeddings kept), no stage 1 (they have no feature maps), stage 2 as the
-# other rows. Both calls publish into the same records folder and the table reads them all.
+#   MAX_TIME=00:00:05:30 ATTENTIONS="softmax hedgehog t2r h3_hybrid hyena h3" bash experiments/gpt2_convert/lab/h200.sh
+# (the committed tables/embedded-h200/: 13 processes sharing the GPU, 347 s in all). The mixers (H3, Hyena,
+# Hybrid H3) replace the pretrained model's attention (MLPs and embeddings kept), have no stage 1 (no
+# feature maps) and get stage 2 as the other rows. PRETRAIN=0 reuses the pretrained model an earlier call
+# left in outputs/ on the same machine (for rows added later; every call publishes into the same folder).
 # On a lent GPU machine set LOGS=$OUT/logs: the logs then come back even when a call is cut short.
 set -u
 pretrain_steps=${PRETRAIN_STEPS:-2000}

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rouge_score.rouge_scorer import RougeScorer
-
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
@@ -22,6 +20,9 @@ def rouge(predictions: Sequence[str], references: Sequence[str | Sequence[str]])
             f"rouge needs one reference (or list of references) per prediction and at least one prediction; "
             f"got {len(predictions)} predictions and {len(references)} references"
         )
+    # imported here: rouge-score pulls in nltk, which only the summarisation experiments need
+    from rouge_score.rouge_scorer import RougeScorer
+
     scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
