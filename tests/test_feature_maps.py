@@ -141,3 +141,13 @@ def test_exp_t_query_shift_is_exact():
         linear_attention_weights(fq, fk, causal=True, eps=0),
         linear_attention_weights((2 * q).exp(), (2 * k).exp(), causal=True, eps=0),
     )
+
+
+def test_performer_draws_its_seeded_features_on_the_cpu_under_another_default_device():
+    # Lightning builds models under the accelerator's default device; the seeded generator lives on the
+    # CPU, so omega must be drawn there (on the H200 the draw under a CUDA default raised)
+    expected = PerformerFeatureMap(2, 8, seed=0).omega
+    with torch.device("meta"):
+        feature_map = PerformerFeatureMap(2, 8, seed=0)
+    assert feature_map.omega.device.type == "cpu"
+    assert torch.equal(feature_map.omega, expected)

