@@ -86,6 +86,10 @@ reproduce-gpt2_convert: install $(if $(filter embedded,$(SCALE)),$(GPT2_PRETRAIN
 	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert_t2r
 	$(PY) -m experiments.gpt2_convert.make_table --scale $(SCALE)
 
+reproduce-gpt2-convert-mixers: install $(if $(filter embedded,$(SCALE)),$(GPT2_PRETRAINED)) ## Table 10's converted Hybrid H3, Hyena, H3 (outside make reproduce: the CPU budget)
+	$(TRAIN) experiment=gpt2_convert sweep=gpt2_convert_mixers
+	$(PY) -m experiments.gpt2_convert.make_table --scale $(SCALE)
+
 # embedded: two lanes of one torch thread each, one per core, balanced by their measured run times (seed 0's
 # rows then the output-MSE row; seed 1's rows then T2R and zero-shot), so that neither core idles;
 # other scales: the sweeps one after the other

@@ -134,3 +134,19 @@ def test_too_long_and_empty_sequences_raise():
         model(torch.randint(1, 20, (1, MAX_LEN + 1)))
     with pytest.raises(ValueError, match="at least one real token"):
         model(torch.randint(1, 20, (2, 5)), torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]))
+
+
+def test_init_std_draws_every_weight_or_keeps_pytorch_defaults():
+    def build(init_std):
+        torch.manual_seed(0)
+        return TransformerClassifier(
+            vocab_size=500, num_labels=5, d_model=64, num_layers=1, num_heads=2, max_len=MAX_LEN,
+            attention=SoftmaxAttention, init_std=init_std,
+        )  # fmt: skip
+
+    gpt2_like, default = build(0.02), build(None)
+    # GPT-2's 0.02 everywhere; PyTorch's N(0, 1) embeddings and uniform(+-1/sqrt(fan_in)) linear layers
+    assert gpt2_like.embed.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert default.embed.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert default.head[0].weight.std().item() == pytest.approx(1 / math.sqrt(3 * 64), rel=0.1)
+    assert gpt2_like.head[0].bias.abs().max().item() == 0.0

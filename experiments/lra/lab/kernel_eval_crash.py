@@ -4,6 +4,10 @@
 
 Each shape runs in its own process (an illegal memory access poisons the CUDA context): forward under
 inference_mode in bfloat16, and the float32 PyTorch form for the relative error. Prints one line per shape.
+The layout: q, k, v contiguous (``plain``), views of one (B, T, 3, H, D) projection as the project's
+models make them (``fused``), or the whole LRA classifier (2 layers of width 128, 4 heads, Hedgehog
+attention as conf/attention/hedgehog.yaml builds it) under bf16 autocast on random pixels (``model``).
+The 2026-12-03 call (before the layouts were added) ran the plain shapes only: none crashed.
 """
 
 from __future__ import annotations
@@ -11,21 +15,44 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SHAPES = [  # batch, tokens, key padding mask, grad
-    (32, 784, False, True),
-    (64, 784, False, False),
-    (125, 784, False, False),
-    (250, 784, False, False),
-    (250, 784, True, False),
-    (250, 768, False, False),
-    (250, 800, False, False),
-    (250, 2000, True, False),
-    (512, 256, False, False),
-    (1024, 64, False, False),
+LAYOUTS = ("plain", "fused", "model")
+SHAPES = [  # batch, tokens, key padding mask, grad, layout (index into LAYOUTS)
+    (32, 784, False, True, 0),
+    (64, 784, False, False, 0),
+    (125, 784, False, False, 0),
+    (250, 784, False, False, 0),
+    (250, 784, True, False, 0),
+    (250, 768, False, False, 0),
+    (250, 800, False, False, 0),
+    (250, 2000, True, False, 0),
+    (512, 256, False, False, 0),
+    (1024, 64, False, False, 0),
+    (32, 784, False, True, 1),
+    (250, 784, False, False, 1),
+    (250, 784, True, False, 1),
+    (32, 784, True, False, 2),
+    (250, 784, True, False, 2),
 ]
 
 
-def one(b: int, t: int, masked: bool, grad: bool) -> str:
+def whole_model(b: int, t: int) -> str:
+    import torch
+    from hydra.utils import instantiate
+
+    from hedgehog.config import compose
+    from hedgehog.models import TransformerClassifier
+
+    attention = instantiate(compose(["experiment=lra", "data.task=smnist"])["attention"])
+    model = TransformerClassifier(256, 10, 128, 2, 4, t, attention).cuda()
+    ids = torch.randint(0, 256, (b, t), device="cuda")
+    mask = torch.ones(b, t, dtype=torch.long, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(ids, mask)
+    torch.cuda.synchronize()
+    return f"ok logits finite: {bool(torch.isfinite(logits).all())}"
+
+
+def one(b: int, t: int, masked: bool, grad: bool, layout: str = "plain") -> str:
     import torch
 
     from hedgehog.attention import linear_attention as la
@@ -33,7 +60,15 @@ def one(b: int, t: int, masked: bool, grad: bool) -> str:
 
     h, d = 4, 32
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.randn(b, h, t, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3))
+    if layout == "model":
+        return whole_model(b, t)
+    if layout == "fused":
+        qkv = torch.randn(b, t, 3, h, d, device="cuda", generator=g, dtype=torch.bfloat16)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    else:
+        q, k, v = (
+            torch.randn(b, h, t, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3)
+        )
     w = (torch.randn(h, d, d, device="cuda", generator=g) * 0.1).requires_grad_(grad)
     bias = torch.zeros(h, d, device="cuda")
     mask = torch.ones(b, t, dtype=torch.bool, device="cuda") if masked else None
@@ -54,8 +89,8 @@ def one(b: int, t: int, masked: bool, grad: bool) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        b, t, masked, grad = (int(x) for x in sys.argv[1:])
-        print(one(b, t, bool(masked), bool(grad)))
+        b, t, masked, grad, layout = (int(x) for x in sys.argv[1:])
+        print(one(b, t, bool(masked), bool(grad), LAYOUTS[layout]))
         sys.exit(0)
     procs = [
         (
@@ -69,9 +104,11 @@ if __name__ == "__main__":
         )
         for s in SHAPES
     ]
-    for (b, t, masked, grad), p in procs:
+    for (b, t, masked, grad, layout), p in procs:
         out = p.communicate()[0].strip().splitlines()
         last = next(
             (line for line in reversed(out) if "ok" in line or "Error" in line), out[-1] if out else ""
         )
-        print(f"B={b:4d} T={t:5d} mask={masked!s:5} grad={grad!s:5} rc={p.returncode}: {last[:200]}")
+        print(
+            f"{LAYOUTS[layout]:5} B={b:4d} T={t:5d} mask={masked!s:5} grad={grad!s:5} rc={p.returncode}: {last[:200]}"
+        )

@@ -34,6 +34,7 @@ class TransformerClassifier(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         pairs: bool = False,
+        init_std: float | None = 0.02,
     ) -> None:
         super().__init__()
         self.vocab_size, self.max_len, self.pairs = vocab_size, max_len, pairs
@@ -48,7 +49,8 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(pooled, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, num_labels)
         )
-        init_weights(self)
+        if init_std is not None:
+            init_weights(self, init_std)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, d_model): the mean of the final states over the real tokens (``attention_mask`` 1)."""
