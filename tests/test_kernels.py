@@ -449,6 +449,38 @@ def test_gpu_noncausal_hedgehog_layer_matches_the_pytorch_form(monkeypatch):
         assert rel(g.cpu(), r) < GPU_TOL, name
 
 
+def test_compiled_kernels_take_only_validated_head_dims(monkeypatch):
+    """Compiled (not interpreted), head or value dims below 64 are refused (LinearAttention then runs the
+    PyTorch forms): at head dim 32 the compiled kernel was 28% off on the H200 (kernels.ops.MIN_COMPILED_DIM)."""
+    monkeypatch.setattr(kernels.ops.K, "INTERPRET", False)
+    assert kernels.supported(64, 128, 64) and kernels.supported(128, 256, 128)
+    assert not kernels.supported(32, 64, 32) and not kernels.supported(64, 128, 32)
+    assert kernels.supported(None, 256, 64) and not kernels.supported(None, 64, 32)  # features given
+    assert not kernels.supported(256, 128, 64)  # too wide for the registers, as before
+    monkeypatch.setattr(kernels.ops.K, "INTERPRET", True)
+    assert kernels.supported(32, 64, 32)  # the interpreter's logic tests run every size
+
+
+@pytest.mark.gpu
+def test_gpu_narrow_heads_run_the_pytorch_form(monkeypatch):
+    """LRA's shape (4 heads of 32): the layer leaves the kernels out and matches float64; the kernel itself
+    refuses the size with an error that says what it takes."""
+    torch.manual_seed(0)
+    calls = _spy_on_fused_kernel(monkeypatch)
+    layer = LinearAttention(4, 32, HedgehogFeatureMap, causal=False).cuda()
+    with torch.no_grad():
+        for p in layer.feature_map.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    q, k, v = (torch.randn(2, 4, 784, 32, device="cuda").to(torch.bfloat16) for _ in range(3))
+    out, _ = layer(q, k, v)
+    assert calls == []
+    ref, _ = copy.deepcopy(layer).cpu().double()(*(x.cpu().double() for x in (q, k, v)))
+    assert rel(out.cpu(), ref) < GPU_TOL
+    fmap = layer.feature_map
+    with pytest.raises(ValueError, match=">= 64"):
+        kernels.ops.hedgehog_attention(q, k, v, fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
+
+
 @pytest.mark.gpu
 def test_gpu_converted_vit_matches_its_float64_cpu_form(monkeypatch):
     """A ViT-B/16-shaped classifier (2 layers) converted to Hedgehog: under bf16 autocast on the GPU every

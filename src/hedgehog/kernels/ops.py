@@ -120,9 +120,20 @@ def _launch(kind: str, dims: _Dims) -> dict[str, int]:
     return {**TUNED["wide" if dims.wide else "narrow"][kind], **_LAUNCH.get(kind, {})}
 
 
-def supported(head_dim: int, feature_dim: int, value_dim: int) -> bool:
-    """Whether the kernels take these sizes (wider features fall back to PyTorch)."""
-    return head_dim <= MAX_HEAD_DIM and value_dim <= 256 and (feature_dim + 1) // 2 <= MAX_FEATURE_HALF
+# Narrowest head and value dims the compiled kernels are validated at (the GPU tests: 64 and 128). At head
+# dim 32 (value dim 32, Hedgehog features 2 x 32) the compiled non-causal kernel was 28% off the PyTorch form
+# on the H200 in bf16, and crashed (illegal memory access) inside the LRA classifier at batch 250, where the
+# same kernels under the interpreter match it to 2e-7 with the GPU's padded blocks forced
+# (experiments/lra/lab/kernel_eval_crash_h200.log, 2026-12-03). Narrower heads run the PyTorch forms.
+MIN_COMPILED_DIM = 64
+
+
+def supported(head_dim: int | None, feature_dim: int, value_dim: int) -> bool:
+    """Whether the kernels take these sizes (others fall back to PyTorch: wider features, and on the
+    GPU head or value dims below MIN_COMPILED_DIM). ``head_dim`` None: features computed outside."""
+    dims = [value_dim] if head_dim is None else [head_dim, value_dim]
+    fits = max(dims) <= 256 and (head_dim or 0) <= MAX_HEAD_DIM and (feature_dim + 1) // 2 <= MAX_FEATURE_HALF
+    return fits and (K.INTERPRET or min(dims) >= MIN_COMPILED_DIM)
 
 
 def _sm_count(device: torch.device) -> int:
@@ -429,11 +440,12 @@ def _run(q, k, v, wq, bq, wk, bk, mode, causal, eps, temperature, state, key_pad
     _check(q, k, v)
     q, k, v = _unit(q), _unit(k), _unit(v)
     dims = _dims(mode, q, v, wq)
-    if not supported(dims.D, dims.F, dims.DV):
+    if not supported(dims.D if dims.mode else None, dims.F, dims.DV):
         raise ValueError(
-            f"head dim {dims.D}, feature dim {dims.F}, value dim {dims.DV} exceed what the kernels "
-            f"hold in registers (head dim <= {MAX_HEAD_DIM}, F <= {2 * MAX_FEATURE_HALF}); "
-            "use the PyTorch forms in hedgehog.attention"
+            f"head dim {dims.D if dims.mode else '(features given)'}, feature dim {dims.F}, value dim {dims.DV}: the kernels take head dims "
+            f"<= {MAX_HEAD_DIM}, F <= {2 * MAX_FEATURE_HALF} and, compiled, head and value dims >= "
+            f"{MIN_COMPILED_DIM} (narrower ones are not validated on the GPU); use the PyTorch forms in "
+            "hedgehog.attention (LinearAttention falls back to them by itself)"
         )
     if state is not None and not causal:
         raise ValueError("a carried state only makes sense for causal attention")
