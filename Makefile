@@ -124,7 +124,13 @@ reproduce-vit_imagenet: install ## the softmax ViT teachers, then the conversion
 	$(TRAIN) experiment=vit_imagenet sweep=vit_imagenet
 	$(PY) -m experiments.vit_imagenet.make_table --scale $(SCALE)
 
-analysis: install ## attention analyses of the BERT conversion (entropy, monotonicity, KL, transfer, heat maps)
+# the BERT-FT teachers the analyses convert, trained under outputs/ without publishing (make reproduce-bert-glue
+# trains and publishes the same ones)
+BERT_TEACHERS := outputs/bert_glue/teachers/embedded/bbc_topic-s2.pt
+$(BERT_TEACHERS): | install
+	$(PY) -m hedgehog.train --multirun scale=embedded experiment=bert_glue_teacher sweep=bert_glue_teacher
+
+analysis: install $(if $(filter embedded,$(SCALE)),$(BERT_TEACHERS)) ## attention analyses of the BERT conversion (entropy, monotonicity, KL, transfer, heat maps)
 	$(PY) -m experiments.bert_glue.analysis --scale $(SCALE)
 
 reproduce-%: install ## one experiment by name: its sweep (conf/sweep/<name>.yaml), then its table
