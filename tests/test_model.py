@@ -96,3 +96,28 @@ def test_default_init_is_pytorchs_with_an_untied_head():
     assert gpt2.head.weight is gpt2.embed.weight
     assert 0.018 < gpt2.embed.weight.std() < 0.022 and 0.018 < gpt2.blocks[0].qkv.weight.std() < 0.022
     assert (gpt2.blocks[0].qkv.bias == 0).all()
+
+
+def test_head_on_selected_positions_gives_the_same_loss_and_gradients():
+    """TransformerLM's ``select`` computes the head only where labels are (MQAR's queries); the task's loss,
+    accuracy and gradients equal those of the full logits."""
+    from hedgehog.data.loading import IGNORE_INDEX
+    from hedgehog.tasks.language_modeling import LanguageModelingTask, next_token_loss
+
+    torch.manual_seed(0)
+    model = TransformerLM(500, 32, 2, 2, 24, partial(LinearAttention, feature_map=HedgehogFeatureMap))
+    ids = torch.randint(0, 500, (3, 24))
+    labels = torch.full((3, 24), IGNORE_INDEX)
+    labels[:, [5, 9, 17]] = torch.randint(0, 500, (3, 3))
+    select = labels != IGNORE_INDEX
+    full, _ = model(ids)
+    part, _ = model(ids, select=select)
+    assert part.shape == (9, 500) and torch.allclose(part, full[select], atol=1e-6)
+    ref_loss, ref_tokens = next_token_loss(full, labels)
+    ref_grads = torch.autograd.grad(ref_loss, list(model.parameters()))
+    task = LanguageModelingTask(model, partial(torch.optim.AdamW, lr=1e-3))
+    task.log = lambda *args, **kwargs: None
+    loss = task._step((ids, labels), "train")
+    assert torch.allclose(loss, ref_loss, atol=1e-6) and ref_tokens == 9
+    for g, r in zip(torch.autograd.grad(loss, list(model.parameters())), ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-6)

@@ -118,8 +118,17 @@ class TransformerLM(nn.Module):
         if init_std is not None:
             init_weights(self, init_std)
 
-    def forward(self, input_ids: Tensor, caches: Sequence[Any] | None = None) -> tuple[Tensor, list[Any]]:
-        """Logits (B, T, vocab) and per-layer caches; pass the caches back to continue decoding."""
+    # the forward takes ``select``: the task then computes the head only where labels are (AR's queries)
+    selects_positions = True
+
+    def forward(
+        self, input_ids: Tensor, caches: Sequence[Any] | None = None, select: Tensor | None = None
+    ) -> tuple[Tensor, list[Any]]:
+        """Logits (B, T, vocab) and per-layer caches; pass the caches back to continue decoding.
+
+        ``select`` (B, T) bool: the logits of those positions only, (N, vocab) in row-major order; the
+        head is the costly part at a large vocabulary when few positions are scored (MQAR: 4 of 64 tokens,
+        vocabulary 8,192)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
         offset = caches[0].offset if caches else 0
@@ -135,4 +144,6 @@ class TransformerLM(nn.Module):
         for i, block in enumerate(self.blocks):
             x, cache = block(x, caches[i] if caches else None)
             new_caches.append(cache)
+        if select is not None:
+            x = x[select]
         return self.head(self.ln_f(x)), new_caches

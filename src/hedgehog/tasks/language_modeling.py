@@ -46,7 +46,9 @@ def causal_lm_inputs(batch) -> tuple[Tensor, Tensor | None, Tensor]:
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy over labelled positions (labels already aligned with the logits) and their count."""
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
     return loss, (labels != IGNORE_INDEX).sum()
 
 
@@ -111,9 +113,15 @@ class LanguageModelingTask(pl.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
         inputs, labels = batch
-        logits = self(inputs)
-        loss, tokens = next_token_loss(logits, labels)
         scored = labels != IGNORE_INDEX
+        if getattr(
+            self.model, "selects_positions", False
+        ):  # TransformerLM: the head on labelled positions only
+            logits = logits_of(self.model(inputs, select=scored))
+            labels, scored = labels[scored], scored[scored]
+        else:
+            logits = self(inputs)
+        loss, tokens = next_token_loss(logits, labels)
         accuracy = (logits.argmax(-1)[scored] == labels[scored]).float().mean()
         on_step = split == "train"
         self.log(
