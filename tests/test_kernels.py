@@ -421,6 +421,15 @@ def _spy_on_fused_kernel(monkeypatch) -> list[bool]:
     return calls
 
 
+def noncausal_hedgehog_layer(h: int, d: int) -> LinearAttention:
+    """A non-causal Hedgehog LinearAttention on CUDA, its map moved off the identity start."""
+    layer = LinearAttention(h, d, HedgehogFeatureMap, causal=False).cuda()
+    with torch.no_grad():
+        for p in layer.feature_map.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return layer
+
+
 @pytest.mark.gpu
 def test_gpu_noncausal_hedgehog_layer_matches_the_pytorch_form(monkeypatch):
     """The encoders' path (ViT, LRA): LinearAttention(causal=False) with the Hedgehog map on CUDA bf16 runs
@@ -429,10 +438,7 @@ def test_gpu_noncausal_hedgehog_layer_matches_the_pytorch_form(monkeypatch):
     of 64, 197 tokens)."""
     torch.manual_seed(0)
     calls = _spy_on_fused_kernel(monkeypatch)
-    layer = LinearAttention(12, 64, HedgehogFeatureMap, causal=False).cuda()
-    with torch.no_grad():
-        for p in layer.feature_map.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    layer = noncausal_hedgehog_layer(12, 64)
     q, k, v, grad_out = (torch.randn(2, 12, 197, 64, device="cuda").to(torch.bfloat16) for _ in range(4))
     mask = torch.ones(2, 197, dtype=torch.bool, device="cuda")
     mask[1, 150:] = False
@@ -467,10 +473,7 @@ def test_gpu_narrow_heads_run_the_pytorch_form(monkeypatch):
     refuses the size with an error that says what it takes."""
     torch.manual_seed(0)
     calls = _spy_on_fused_kernel(monkeypatch)
-    layer = LinearAttention(4, 32, HedgehogFeatureMap, causal=False).cuda()
-    with torch.no_grad():
-        for p in layer.feature_map.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    layer = noncausal_hedgehog_layer(4, 32)
     q, k, v = (torch.randn(2, 4, 784, 32, device="cuda").to(torch.bfloat16) for _ in range(3))
     out, _ = layer(q, k, v)
     assert calls == []
