@@ -47,13 +47,18 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
         d, dp = q.shape[-1], weight_q.shape[-1]
         f = 2 * dp
     dv = v.shape[-1]
-    # feature halves in blocks of at least 64 on the GPU: with 32-wide blocks (F = 64) the compiled backward
-    # gave wrong gradients or illegal memory accesses on the H200 (triton 3.6; experiments/efficiency/lab/NOTES.md)
-    bd, bdp = _pow2(d), _pow2(dp) if K.INTERPRET else max(64, _pow2(dp))
+    # head dim, feature halves and value columns in blocks of at least 64 on the GPU: with 32-wide feature blocks (F = 64)
+    # the compiled backward gave wrong gradients or illegal memory accesses on the H200 (triton 3.6;
+    # experiments/efficiency/lab/NOTES.md), and at head dim 32 the forward was 28% off with the feature
+    # blocks padded but not the head-dim one (experiments/lra/lab/kernel_eval_crash.py)
+    if K.INTERPRET:
+        bd, bdp = _pow2(d), _pow2(dp)
+    else:
+        bd, bdp = (max(64, _pow2(d)) if d else _pow2(d)), max(64, _pow2(dp))
     wide = max(bd, bdp) > 64
     chunk = _LAUNCH.get("chunk", {})
     bt = chunk.get("BT", 32 if wide else 64)
-    bv = min(chunk.get("BV", 128 if wide else 64), _pow2(dv))
+    bv = min(chunk.get("BV", 128 if wide else 64), _pow2(dv) if K.INTERPRET else max(64, _pow2(dv)))
     return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, wide)
 
 

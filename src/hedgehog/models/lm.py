@@ -51,9 +51,17 @@ class Block(nn.Module):
             num_layers=num_layers,
         )
         self.out = nn.Linear(d_model, d_model)
-        self.ln_mlp = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+        if mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio={mlp_ratio} must be >= 0 (0: no MLP, attention-only blocks)")
+        # mlp_ratio 0: attention-only blocks (zoology's MQAR models have no MLP, so the only place a
+        # lookup can happen is in context)
+        self.ln_mlp = nn.LayerNorm(d_model) if mlp_ratio else None
+        self.mlp = (
+            nn.Sequential(
+                nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+            )
+            if mlp_ratio
+            else None
         )
         self.dropout = nn.Dropout(dropout)
 
@@ -66,6 +74,8 @@ class Block(nn.Module):
         )
         y, cache = self.attn(q, k, v, cache=cache, key_padding_mask=key_padding_mask)
         x = x + self.dropout(self.out(y.transpose(1, 2).reshape(b, t, -1)))
+        if self.mlp is None:
+            return x, cache
         return x + self.dropout(self.mlp(self.ln_mlp(x))), cache
 
 
