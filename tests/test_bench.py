@@ -15,10 +15,17 @@ from experiments.efficiency.render import markdown_table, model_markdown
 def test_decode_harness_decodes_from_the_cache_and_the_state_does_not_grow():
     rows = [row for context in (8, 40) for row in decode_throughput("cpu", context, 2, 2, GPT2_TINY)]
     by = {(r["attention"], r["context"]): r for r in rows}
+    assert {a for a, _ in by} == {"sdpa", "sdpa_static", "hedgehog", "hedgehog_graph"}
     # decode_throughput raises unless each cache saw context + warm-up + timed tokens
-    assert by[("hedgehog", 8)]["cache_MB"] == pytest.approx(by[("hedgehog", 40)]["cache_MB"])
+    for method in ("hedgehog", "hedgehog_graph"):
+        assert by[(method, 8)]["cache_MB"] == pytest.approx(by[(method, 40)]["cache_MB"])
+    assert by[("hedgehog_graph", 8)]["cache_MB"] == pytest.approx(by[("hedgehog", 8)]["cache_MB"])
     assert by[("sdpa", 40)]["cache_MB"] > 3 * by[("sdpa", 8)]["cache_MB"]
+    # the static cache is allocated for every position the run reaches (context + 4), which the default's holds at the end
+    assert by[("sdpa_static", 8)]["cache_MB"] == pytest.approx(by[("sdpa", 8)]["cache_MB"])
     assert all(r["step_ms"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    table = model_markdown({"device": "CPU", "note": "test", "decode": rows})
+    assert "| 40 | 2 | Hedgehog, CUDA graph |" in table and "vs SDPA static cache" in table
 
 
 def test_model_table_has_a_row_per_length_and_context():

@@ -485,6 +485,18 @@ def test_gpu_narrow_heads_run_the_pytorch_form(monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_head_dim_32_through_padded_blocks(monkeypatch, causal):
+    """Head dim 32 (LRA's 4 heads of 32) through the kernels, whose head-dim, feature and value blocks are
+    padded to 64 on the GPU: the output and all gradients against float64. The forward matched after the
+    padding (experiments/lra/lab/kernel_eval_crash_padded_h200.log); MIN_COMPILED_DIM keeps such heads on the
+    PyTorch forms until this test has passed on the GPU."""
+    torch.manual_seed(0)
+    monkeypatch.setattr(kernels.ops, "MIN_COMPILED_DIM", 32)
+    check_against_reference(2, 4, 1000, 32, torch.bfloat16, "softmax", causal, GPU_TOL, "cuda")
+
+
+@pytest.mark.gpu
 def test_gpu_converted_vit_matches_its_float64_cpu_form(monkeypatch):
     """A ViT-B/16-shaped classifier (2 layers) converted to Hedgehog: under bf16 autocast on the GPU every
     layer takes the fused non-causal kernel, and the logits agree with the same model in float64 on the CPU."""

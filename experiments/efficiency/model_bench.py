@@ -1,8 +1,9 @@
 """Whole-model harness: GPT-2 (Hugging Face, random init) with SDPA or converted to Hedgehog.
 
 Training tokens/s (bf16 autocast, fused AdamW on CUDA) at given lengths, and greedy decoding
-through the Hugging Face forward loop after a prefill, SDPA with transformers' key cache and
-Hedgehog with the fixed-size ``LinearAttentionCache`` (``start_decode``, ``next_token``).
+through the Hugging Face forward loop after a prefill, SDPA with transformers' key cache (default and
+static) and Hedgehog with the fixed-size ``LinearAttentionCache`` (``start_decode``, ``next_token``), and
+Hedgehog's step replayed from a CUDA graph (``hedgehog.models.decode_graph.GreedyDecoder``).
 """
 
 from __future__ import annotations
@@ -84,20 +85,32 @@ def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, s
 SDPA_DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
+DECODE_METHODS = ("sdpa", "sdpa_static", "hedgehog", "hedgehog_graph")
+
+
 def start_decode(
     attention: str, context: int, batch: int, new_tokens: int, device: str, size: dict
 ) -> tuple[torch.nn.Module, object, torch.Tensor]:
     """The decode harness's GPT-2 (positions for ``new_tokens`` more) and its cache after a prefill of
     ``context`` random tokens, and the first greedy token. Call under no_grad, autocast and the SDPA
-    backends the caller wants: SDPA models use transformers' key cache, Hedgehog ``LinearAttentionCache``.
+    backends the caller wants. ``attention``: ``sdpa`` (transformers' default, growing key cache),
+    ``sdpa_static`` (its ``StaticCache``, allocated for every position up front) or ``hedgehog``
+    (``LinearAttentionCache``).
     """
-    from transformers import DynamicCache
+    from transformers import DynamicCache, StaticCache
 
     from hedgehog.models.cache import LinearAttentionCache
 
     torch.manual_seed(0)
-    model = gpt2(attention, context + new_tokens, device, size).eval()
-    cache = LinearAttentionCache(model) if attention == "hedgehog" else DynamicCache(config=model.config)
+    model = gpt2(
+        "sdpa" if attention == "sdpa_static" else attention, context + new_tokens, device, size
+    ).eval()
+    if attention == "hedgehog":
+        cache = LinearAttentionCache(model)
+    elif attention == "sdpa_static":
+        cache = StaticCache(config=model.config, max_cache_len=context + new_tokens)
+    else:
+        cache = DynamicCache(config=model.config)
     ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
     return model, cache, next_token(model, cache, ids)
 
@@ -109,40 +122,62 @@ def next_token(model: torch.nn.Module, cache: object, ids: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def decode_throughput(device: str, context: int, batch: int, new_tokens: int, size: dict) -> list[dict]:
-    """Greedy decoding through the Hugging Face forward loop after a prefill of ``context``.
+def decode_throughput(
+    device: str,
+    context: int,
+    batch: int,
+    new_tokens: int,
+    size: dict,
+    methods: tuple[str, ...] = DECODE_METHODS,
+) -> list[dict]:
+    """Greedy decoding after a prefill of ``context``, one row per method of ``DECODE_METHODS``.
 
-    SDPA decodes with transformers' key cache, Hedgehog with the fixed-size ``LinearAttentionCache``.
+    ``sdpa`` and ``sdpa_static`` decode through the Hugging Face forward loop with transformers'
+    default key cache and with its static cache; ``hedgehog`` through the same loop with the fixed-size
+    ``LinearAttentionCache``; ``hedgehog_graph`` with ``hedgehog.models.decode_graph.GreedyDecoder``
+    (on CUDA each step one replay of a recorded CUDA graph; on the CPU the same steps run eagerly).
     Each row reports ms per step, tokens/s, the bytes the cache holds after decoding (``cache_MB``)
     and, on CUDA, the peak memory allocated while decoding (``peak_GB``). SDPA runs without its
     cuDNN backend (``SDPA_DECODE_BACKENDS``): with a key length that grows every step it builds a
     cuDNN graph per call, 5.6 ms of host time per layer on the H200 (torch 2.11,
     experiments/efficiency/lab/decode_profile_h200.log), which would make the softmax baseline 5x slow.
     """
+    from hedgehog.models.decode_graph import GreedyDecoder
+
     rows = []
-    for attention in ("sdpa", "hedgehog"):
+    for method in methods:
         warmup = 2  # the first steps compile kernels; not timed
+        graphed = method == "hedgehog_graph"
         with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(SDPA_DECODE_BACKENDS):
+            attention = "hedgehog" if graphed else method
             model, cache, token = start_decode(attention, context, batch, warmup + new_tokens, device, size)
-            for step in range(warmup + new_tokens):
-                if step == warmup:
-                    sync(device)
-                    if device == "cuda":
-                        torch.cuda.reset_peak_memory_stats()
-                    start = time.perf_counter()
-                token = next_token(model, cache, token)
+            if graphed:
+                decoder = GreedyDecoder(model, cache, token, warmup + new_tokens)
+                decoder.run(warmup)
+            else:
+                for _ in range(warmup):
+                    token = next_token(model, cache, token)
+            sync(device)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            if graphed:
+                decoder.run(new_tokens)
+            else:
+                for _ in range(new_tokens):
+                    token = next_token(model, cache, token)
             sync(device)
         step_ms = (time.perf_counter() - start) * 1e3 / new_tokens
         seen = cache.get_seq_length()
         if seen != context + warmup + new_tokens:
             raise RuntimeError(
-                f"{attention}: the cache saw {seen} tokens, expected {context + warmup + new_tokens}; the "
+                f"{method}: the cache saw {seen} tokens, expected {context + warmup + new_tokens}; the "
                 "model did not decode from it (check the cache keyword of this transformers version)"
             )
         held = [(layer.keys, layer.values, *(getattr(layer, "state", None) or ())) for layer in cache.layers]
         cache_bytes = sum(t.numel() * t.element_size() for h in held for t in h if torch.is_tensor(t))
         row = {
-            "attention": attention,
+            "attention": method,
             "context": context,
             "batch": batch,
             "step_ms": step_ms,
@@ -154,7 +189,7 @@ def decode_throughput(device: str, context: int, batch: int, new_tokens: int, si
         rows.append(row)
         peak = f" peak {row['peak_GB']:.2f} GB" if "peak_GB" in row else " (peak memory: CUDA only)"
         print(
-            f"decode {attention:8s} context={context} batch={batch} {step_ms:8.1f} ms/step "
+            f"decode {method:14s} context={context} batch={batch} {step_ms:8.1f} ms/step "
             f"{row['tokens_per_s']:8.0f} tokens/s cache {row['cache_MB']:.2f} MB{peak}",
             flush=True,
         )

@@ -46,7 +46,36 @@ def model_markdown(record: dict) -> str:
             f"| {context:,} | {s['batch']} | {s['step_ms']:.1f} | {h['step_ms']:.1f} | "
             f"{h['tokens_per_s'] / s['tokens_per_s']:.2f}x | {h['cache_MB']:,.1f} | {s['cache_MB']:,.1f} |"
         )
+    if any(a in DECODE_MORE for a, _ in dec):
+        lines += [
+            "",
+            "Every decode method (ratios: tokens/s over SDPA's with each cache of transformers):",
+            "",
+            "| decode context | batch | method | ms/step | tokens/s | vs SDPA default cache | vs SDPA static cache | cache MB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for context in dict.fromkeys(r["context"] for r in record["decode"]):
+            base = {a: dec.get((a, context)) for a in ("sdpa", "sdpa_static")}
+            for method, label in DECODE_LABELS.items():
+                r = dec.get((method, context))
+                if r is None:
+                    continue
+                ratios = [f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x" if b else "" for b in base.values()]
+                lines.append(
+                    f"| {context:,} | {r['batch']} | {label} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
+                    f"{ratios[0]} | {ratios[1]} | {r['cache_MB']:,.1f} |"
+                )
     return "\n".join([*lines, ""])
+
+
+# the decode rows beyond the first table's two (a record with any of them gets the second table)
+DECODE_MORE = ("sdpa_static", "hedgehog_graph")
+DECODE_LABELS = {
+    "sdpa": "SDPA, default cache",
+    "sdpa_static": "SDPA, static cache",
+    "hedgehog": "Hedgehog",
+    "hedgehog_graph": "Hedgehog, CUDA graph",
+}
 
 
 def _cell(x: float | None, fmt: str = "{:.3f}") -> str:

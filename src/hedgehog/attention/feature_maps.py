@@ -30,6 +30,9 @@ class FeatureMap(nn.Module, abc.ABC):
         self.num_heads = num_heads
         self.head_dim = head_dim
 
+    # whether phi depends on the token's position (the forward's offset): cosFormer's re-weighting does
+    uses_position = False
+
     @property
     def feature_dim(self) -> int:
         """F, the width of phi(x)."""
@@ -258,6 +261,8 @@ class CosFormerFeatureMap(FeatureMap):
     M is ``max_len`` when given (required for causal use, where the length is not known
     in advance), else the length of the sequence at hand (non-causal use).
     """
+
+    uses_position = True
 
     def __init__(self, num_heads: int, head_dim: int, max_len: int | None = None) -> None:
         super().__init__(num_heads, head_dim)
