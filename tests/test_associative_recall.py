@@ -32,7 +32,7 @@ def test_sweep_configs_compose(tmp_path):
 
 def test_make_table_from_three_tiny_runs(tmp_path):
     records = tmp_path / "records"
-    runs = (("softmax", 0, "1e-3"), ("softmax", 0, "3e-3"), ("elu1", 1, "1e-3"))
+    runs = (("softmax", 0, "1e-3"), ("softmax", 0, "3e-3"), ("elu1", 1, "1e-3"), ("performer", 0, "1e-3"))
     for attention, seed, lr in runs:
         cfg = compose_config(
             [
@@ -49,19 +49,27 @@ def test_make_table_from_three_tiny_runs(tmp_path):
         )
         with open_dict(cfg):
             cfg.paths.record_dir = str(records / "embedded")
-        train(cfg)
+            if attention == "performer":  # a run that fails: its record says so, the table names it
+                cfg.callbacks.crash = {"_target_": "tests.test_pipeline.Crash", "at_step": 1}
+        if attention == "performer":
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                train(cfg)
+        else:
+            train(cfg)
     out = tmp_path / "tables"
     make_table.main(["--scale", "embedded", "--records", str(records / "embedded"), "--out", str(out)])
     table = (out / "mqar_accuracy.md").read_text()
     assert "| Softmax | " in table and "| 1 + ELU | " in table
     assert "16 tok / 2 pairs, d=16" in table and "(n=1) @ 0.001 |" in table
     assert "| 100.0 |" in table and "| 17.0 |" in table  # the paper's AR column beside ours
+    assert "| Performer | no finished run (1 failed) |" in table
+    assert make_table.failure({"error": "AcceleratorError: ... attention input q holds NaN or inf"}) == "diverged"
     assert (out / "mqar_accuracy.tex").read_text().startswith("\\begin{table}")
     # softmax's cell lists both learning rates' validation accuracy; 1+ELU's only the one it ran
     sweep = (out / "mqar_lr_sweep.md").read_text()
     assert "val acc, lr 0.001" in sweep and "val acc, lr 0.003" in sweep
     assert (out / "accuracy_vs_width.png").stat().st_size > 0
-    assert "3 runs" in (out / "timing.md").read_text()
+    assert "3 runs" in (out / "timing.md").read_text()  # finished runs only
 
 
 def test_make_table_without_records_says_what_to_run(tmp_path):

@@ -126,6 +126,50 @@ def test_killed_run_resumes_without_losing_or_repeating_steps(tmp_path):
         torch.testing.assert_close(resumed[name], value, msg=f"{name} differs after resume")
 
 
+def test_a_failed_run_leaves_a_record_that_says_so_and_tables_skip_it(tmp_path):
+    """A run that raises (here a simulated crash at step 4) publishes a record with status failed, the error
+    and the step; tables read finished records only. A finished run of the same name replaces it, and a
+    later failure never replaces a finished record: it goes beside it."""
+    cfg = compose_config(
+        [
+            "experiment=associative_recall",
+            "attention=elu1",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=3",
+            "logger=csv",
+            *TINY,
+        ],
+        tmp_path,
+    )
+    records = tmp_path / "records"
+
+    def crash_at(step: int | None) -> None:
+        with open_dict(cfg):
+            cfg.callbacks.pop("crash", None)
+            if step is not None:
+                cfg.callbacks.crash = {"_target_": f"{__name__}.Crash", "at_step": step}
+
+    crash_at(4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg)
+    failed = json.loads((records / f"{cfg.run_name}.json").read_text())
+    assert failed["status"] == "failed" and failed["global_step"] == 4
+    assert failed["error"] == "RuntimeError: simulated crash" and failed["metrics"] == {}
+    assert json.loads((Path(cfg.paths.output_dir) / "record.json").read_text())["status"] == "failed"
+    assert load_records([records]) == []
+    assert [r["run_name"] for r in load_records([records], failed=True)] == [cfg.run_name]
+    crash_at(None)
+    train(cfg)
+    assert [r["global_step"] for r in load_records([records])] == [6]
+    assert load_records([records], failed=True) == []
+    crash_at(2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg)
+    assert [r["global_step"] for r in load_records([records])] == [6]
+    assert [r["global_step"] for r in load_records([records], failed=True)] == [2]
+    assert (records / f"{cfg.run_name}-failed.json").exists()
+
+
 def test_unknown_attention_lists_the_available_ones(tmp_path):
     with pytest.raises(MissingConfigException) as err:
         compose_config(["experiment=associative_recall", "attention=flash_hedgehog"], tmp_path)

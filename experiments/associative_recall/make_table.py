@@ -155,24 +155,40 @@ def mqar_protocol(records: list[dict[str, Any]]) -> str:
     )
 
 
-def mqar_accuracy_table(records: list[dict[str, Any]], scale: str, out: Path) -> str:
+def failure(record: dict[str, Any]) -> str:
+    """What a failed run's record says in a table cell: diverged (its inputs turned NaN or inf) or failed."""
+    return "diverged" if "NaN or inf" in record.get("error", "") else "failed"
+
+
+def mqar_accuracy_table(
+    records: list[dict[str, Any]], scale: str, out: Path, failed: list[dict[str, Any]] = ()
+) -> str:
+    """``failed``: records of runs that raised (``status: failed``); a cell names how many of its runs did."""
     best = mqar_best(mqar_cells(records))
-    levels = sorted({level(r) for r in records}, key=lambda lv: (lv[1], lv[0]))
-    widths = sorted({width(r) for r in records})
+    both = [*records, *failed]
+    levels = sorted({level(r) for r in both}, key=lambda lv: (lv[1], lv[0]))
+    widths = sorted({width(r) for r in both})
+    failures: dict[tuple[str, tuple[int, int], int], list[str]] = defaultdict(list)
+    for r in failed:
+        failures[(r["attention"], level(r), width(r))].append(failure(r))
     headers = (
         ["feature map"] + [f"{t} tok / {p} pairs, d={w}" for p, t in levels for w in widths] + ["paper AR"]
     )
     rows = []
-    for name in order({r["attention"] for r in records}):
+    for name in order({r["attention"] for r in both}):
         cells = []
         for lv in levels:
             for w in widths:
                 found = best.get((name, lv, w))
-                cells.append(
+                cell = (
                     f"{mean_spread([r['metrics']['test/acc'] for r in found[1]], scale=100.0)} @ {found[0]:g}"
                     if found
                     else ""
                 )
+                if lost := failures.get((name, lv, w)):
+                    kinds = ", ".join(f"{lost.count(k)} {k}" for k in sorted(set(lost)))
+                    cell = f"{cell} ({kinds} run(s) not counted)" if cell else f"no finished run ({kinds})"
+                cells.append(cell)
         rows.append([attention_label(name), *cells, paper_cell(name)])
     caption = (
         f"Associative recall, MQAR protocol ({scale} scale): test accuracy % at query positions, mean ± std "
@@ -275,7 +291,16 @@ def make_tables(scale: str, records_dir: Path, out: Path) -> None:
         raise SystemExit(
             f"no {EXPERIMENT} sweep records for scale {scale!r} under {folder}; run: make reproduce-ar SCALE={scale}"
         )
-    print(mqar_accuracy_table(records, scale, out))
+    failed = [
+        r
+        for r in (
+            load_records([folder], experiment=EXPERIMENT, tags=["mqar"], failed=True)
+            if folder.exists()
+            else []
+        )
+        if r.get("scale") == scale
+    ]
+    print(mqar_accuracy_table(records, scale, out, failed))
     print(mqar_lr_table(records, scale, out))
     plot_width(records, scale, out / "accuracy_vs_width.png")
     print(timing(records, out))

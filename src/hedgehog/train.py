@@ -7,6 +7,7 @@ python -m hedgehog.train experiment=associative_recall ckpt_path=last   # resume
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -43,6 +44,47 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
+def _record(
+    cfg: DictConfig, trainer: pl.Trainer, started: float, metrics: dict[str, float]
+) -> dict[str, Any]:
+    """The fields every run record has, finished or failed."""
+    return {
+        "experiment": cfg.experiment_name,
+        "run_name": cfg.run_name,
+        "attention": cfg.attention_name,
+        "scale": cfg.scale.name,
+        "seed": cfg.seed,
+        "tags": list(cfg.tags),
+        "code_version": code_version(),
+        "hardware": hardware(),
+        "world_size": trainer.world_size,
+        "wall_time_s": round(time.time() - started, 2),
+        "global_step": trainer.global_step,
+        "metrics": metrics,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _record_failure(
+    cfg: DictConfig, trainer: pl.Trainer, started: float, callbacks: list, error: BaseException
+) -> None:
+    """A failed run (a diverged loss, a crash) leaves a record that says so (``status: failed``, the error,
+    the step and the history up to it), so a sweep's table can say which cells failed instead of leaving
+    them blank. Tables read finished records only (``load_records``). It never replaces a finished
+    record of the same run (an earlier, successful run of this name): it then goes beside it as
+    ``<name>-failed.json``."""
+    record = _record(cfg, trainer, started, {})
+    record["status"] = "failed"
+    record["error"] = f"{type(error).__name__}: {error}"[:2000]
+    history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
+    if history:
+        record["history"] = history
+    for path in (record_dir(cfg) / f"{cfg.run_name}.json", Path(cfg.paths.output_dir) / "record.json"):
+        if path.exists() and json.loads(path.read_text()).get("status") != "failed":
+            path = path.with_name(f"{path.stem}-failed.json")
+        write_record(path, record)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment from a composed config; return its record (also written to disk)."""
     if cfg.get("seed") is not None:
@@ -69,21 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         for result in trainer.test(task, datamodule=datamodule, ckpt_path=ckpt):
             metrics.update(_scalars(result))
-        record = {
-            "experiment": cfg.experiment_name,
-            "run_name": cfg.run_name,
-            "attention": cfg.attention_name,
-            "scale": cfg.scale.name,
-            "seed": cfg.seed,
-            "tags": list(cfg.tags),
-            "code_version": code_version(),
-            "hardware": hardware(),
-            "world_size": trainer.world_size,
-            "wall_time_s": round(time.time() - started, 2),
-            "global_step": trainer.global_step,
-            "metrics": metrics,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
+        record = _record(cfg, trainer, started, metrics)
         if getattr(datamodule, "stats", None):  # what the data module prepared (sizes, reference levels)
             record["data"] = datamodule.stats
         history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
@@ -100,6 +128,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     logger.experiment.summary["record"] = {k: v for k, v in record.items() if k != "config"}
         failed = False
         return record
+    except Exception as error:
+        if trainer.is_global_zero:
+            try:
+                _record_failure(cfg, trainer, started, callbacks, error)
+            except Exception as inner:  # the failure itself is what the user must see
+                print(f"could not write the failed run's record: {inner!r}", file=sys.stderr)
+        raise
     finally:
         _finish_wandb(failed)
 

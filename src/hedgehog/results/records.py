@@ -56,8 +56,12 @@ def load_records(
     experiment: str | None = None,
     tags: Iterable[str] = (),
     version: str | None = None,
+    failed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Records from files or folders (searched recursively), filtered by experiment, tags, version."""
+    """Records from files or folders (searched recursively), filtered by experiment, tags, version.
+
+    Records of failed runs (``status: failed``, written by ``hedgehog.train`` when a run raises) are left
+    out, or are the only ones returned with ``failed=True``."""
     files: list[Path] = []
     for p in map(Path, paths):
         files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
@@ -70,6 +74,8 @@ def load_records(
         if wanted and not wanted <= set(record.get("tags", [])):
             continue
         if version and record.get("code_version", "").removesuffix("-dirty") != version:
+            continue
+        if (record.get("status") == "failed") != failed:
             continue
         records.append(record)
     return records
