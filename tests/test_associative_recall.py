@@ -63,7 +63,10 @@ def test_make_table_from_three_tiny_runs(tmp_path):
     assert "16 tok / 2 pairs, d=16" in table and "(n=1) @ 0.001 |" in table
     assert "| 100.0 |" in table and "| 17.0 |" in table  # the paper's AR column beside ours
     assert "| Performer | no finished run (1 failed) |" in table
-    assert make_table.failure({"error": "AcceleratorError: ... attention input q holds NaN or inf"}) == "diverged"
+    assert (
+        make_table.failure({"error": "AcceleratorError: ... attention input q holds NaN or inf"})
+        == "diverged"
+    )
     assert (out / "mqar_accuracy.tex").read_text().startswith("\\begin{table}")
     # softmax's cell lists both learning rates' validation accuracy; 1+ELU's only the one it ran
     sweep = (out / "mqar_lr_sweep.md").read_text()
