@@ -205,7 +205,7 @@ def run_model(out_dir: Path, parts: tuple[str, ...] = ("train", "decode")) -> No
     if cuda:
         size, lengths, tokens, steps, contexts, batch, new = (
             GPT2_125M,
-            [1024, 8192],
+            [1024, 8192, 32768],
             65536,
             5,
             [1024, 32768],
