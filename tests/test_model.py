@@ -29,9 +29,9 @@ ATTENTIONS = {
 }
 
 
-def model(attention, max_len=32):
+def model(attention, max_len=32, **kwargs):
     return TransformerLM(
-        vocab_size=50, d_model=32, num_layers=2, num_heads=4, max_len=max_len, attention=attention
+        vocab_size=50, d_model=32, num_layers=2, num_heads=4, max_len=max_len, attention=attention, **kwargs
     ).eval()
 
 
@@ -126,15 +126,7 @@ def test_head_on_selected_positions_gives_the_same_loss_and_gradients():
 def test_mlp_ratio_zero_gives_attention_only_blocks():
     """zoology's MQAR models have no MLP: mlp_ratio 0 drops it (and its norm), and the block is then the
     residual attention alone; a negative ratio is refused."""
-    lm = TransformerLM(
-        vocab_size=50,
-        d_model=32,
-        num_layers=2,
-        num_heads=4,
-        max_len=32,
-        attention=SoftmaxAttention,
-        mlp_ratio=0,
-    )
+    lm = model(SoftmaxAttention, mlp_ratio=0)
     assert not any("mlp" in name for name, _ in lm.named_parameters())
     block = lm.blocks[0]
     x = torch.randn(2, 7, 32)
@@ -143,12 +135,4 @@ def test_mlp_ratio_zero_gives_attention_only_blocks():
     expected = x + block.out(y.transpose(1, 2).reshape(2, 7, 32))
     torch.testing.assert_close(block(x)[0], expected)
     with pytest.raises(ValueError, match="mlp_ratio"):
-        TransformerLM(
-            vocab_size=50,
-            d_model=32,
-            num_layers=1,
-            num_heads=4,
-            max_len=8,
-            attention=SoftmaxAttention,
-            mlp_ratio=-1,
-        )
+        model(SoftmaxAttention, mlp_ratio=-1)
