@@ -75,11 +75,21 @@ def test_decoder_refuses_what_a_recording_cannot_hold():
 
 
 @pytest.mark.gpu
-def test_gpu_replayed_decoding_matches_eager_decoding():
-    """On CUDA under bf16 autocast (the fused decode kernel): the recorded graph's tokens and final state
-    equal the same steps run eagerly."""
+def test_gpu_replayed_decoding_matches_eager_decoding(monkeypatch):
+    """On CUDA under bf16 autocast, a GPT-2 with heads of 64 (so each step takes the fused decode kernel):
+    the recorded graph's tokens and final state equal the same steps run eagerly."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hedgehog import kernels
+
+    calls, decode = [], kernels.hedgehog_decode
+    monkeypatch.setattr(kernels, "hedgehog_decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
     torch.manual_seed(0)
-    model = linear_model("gpt2", HedgehogFeatureMap).cuda()
+    config = GPT2Config(vocab_size=100, n_embd=128, n_layer=2, n_head=2, n_positions=64)
+    config._attn_implementation = "eager"
+    model = GPT2LMHeadModel(config).eval()
+    convert(model, partial(LinearAttention, feature_map=HedgehogFeatureMap))
+    model.cuda()
     ids = torch.randint(1, 100, (4, 16), device="cuda")
     results = []
     for cuda_graph in (False, True):
@@ -89,6 +99,8 @@ def test_gpu_replayed_decoding_matches_eager_decoding():
             assert (decoder.graph is not None) == cuda_graph
             tokens = decoder.run(12).clone()
         results.append((tokens, [layer.state.kv.clone() for layer in cache.layers]))
+        assert cache.get_seq_length() == 16 + 12
+    assert calls, "the eager steps did not take the fused decode kernel"
     assert torch.equal(results[0][0], results[1][0])
     for eager, replayed in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(replayed, eager)
