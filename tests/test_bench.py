@@ -5,6 +5,7 @@ byte for byte from the committed records."""
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments.efficiency import make_table
 from experiments.efficiency.model_bench import GPT2_TINY, decode_throughput
@@ -103,3 +104,44 @@ def test_committed_tables_regenerate_byte_for_byte_from_the_records(tmp_path: Pa
         assert texts == sorted(p.name for p in committed.iterdir() if p.suffix in (".md", ".json"))
         for name in texts:
             assert (tmp_path / device.name / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter check; the GPU runs check_kernel")
+def test_generic_method_computes_the_reference_under_the_interpreter():
+    """The sweep's ``generic`` method (Hedgehog's features written once, then the generic chunked kernels)
+    is the same function as the reference and the fused method: outputs and map gradients, fp32."""
+    from experiments.efficiency.attention_bench import hedgehog_map, make_forward
+
+    torch.manual_seed(0)
+    fmap = hedgehog_map(2, 16, "cpu")
+    q, k, v = (torch.randn(1, 2, 100, 16, requires_grad=True) for _ in range(3))
+    results = {}
+    for method in ("reference", "fused", "generic"):
+        out = make_forward(method, q, k, v, fmap)()
+        results[method] = (out, torch.autograd.grad(out.sum(), (q, k, v, *fmap.parameters())))
+    for method in ("fused", "generic"):
+        torch.testing.assert_close(results[method][0], results["reference"][0], atol=1e-5, rtol=1e-4)
+        for got, want in zip(results[method][1], results["reference"][1], strict=True):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_sweep_table_shows_the_generic_columns_only_when_timed():
+    def row(method: str, ms: float) -> dict:
+        return {
+            "shape": "gpt2",
+            "H": 12,
+            "D": 64,
+            "F": 128,
+            "T": 1024,
+            "B": 4,
+            "method": method,
+            "fwd_bwd_ms": ms,
+        }
+
+    record = {"device": "GPU X", "stem": "results_x", "rows": [row("sdpa", 2.0), row("fused", 4.0)]}
+    assert "generic ms" not in markdown_table(record)
+    record["rows"].append(row("generic", 3.0))
+    record["correctness_generic"] = {"gpt2": {"out": 1e-3, "dq": 2e-3}}
+    table = markdown_table(record)
+    assert "| generic ms | generic / fused | generic peak GB |" in table and "| 3.000 | 0.75x |" in table
+    assert "Generic kernel vs float64" in table and "- gpt2: 2.00e-03" in table

@@ -29,7 +29,15 @@ from pathlib import Path
 
 import torch
 
-from experiments.efficiency.attention_bench import CPU_SHAPES, METHODS, SHAPES, check_fused, run_sweep
+from experiments.efficiency.attention_bench import (
+    CORRECTNESS_KEYS,
+    CPU_SHAPES,
+    KERNEL_METHODS,
+    METHODS,
+    SHAPES,
+    check_kernel,
+    run_sweep,
+)
 from experiments.efficiency.flops import annotate, measure_ceilings
 from experiments.efficiency.model_bench import run_model
 from experiments.efficiency.records import merge_records, select_shapes
@@ -93,13 +101,17 @@ def main(argv: list[str] | None = None) -> None:
         record["ceilings"] = measure_ceilings()
         print("ceilings", record["ceilings"], flush=True)
         shapes = select_shapes(SHAPES, wanted, args.lengths)
-        if "fused" in methods:
-            record["correctness"] = {s: check_fused(shapes[s]["H"], shapes[s]["D"]) for s in shapes}
-            print("correctness", record["correctness"], flush=True)
-            worst = max(max(e.values()) for e in record["correctness"].values())
+        for method in KERNEL_METHODS:
+            if method not in methods:
+                continue
+            key = CORRECTNESS_KEYS[method]
+            record[key] = {s: check_kernel(method, shapes[s]["H"], shapes[s]["D"]) for s in shapes}
+            print(key, record[key], flush=True)
+            worst = max(max(e.values()) for e in record[key].values())
             if not worst <= 1e-2:
-                methods = tuple(m for m in methods if m != "fused")
-                record["note"] = f"fused kernel failed the float64 check (worst {worst:.2e}); not timed"
+                methods = tuple(m for m in methods if m != method)
+                failed = f"{method} kernel failed the float64 check (worst {worst:.2e}); not timed"
+                record["note"] = "; ".join(filter(None, (record.get("note"), failed)))
     else:
         record.update(device=f"CPU ({platform.processor() or platform.machine()})", stem="results_cpu")
         record["note"] = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments.efficiency.attention_bench import METHODS, SHAPES
+from experiments.efficiency.attention_bench import CORRECTNESS_KEYS, METHODS, SHAPES
 
 RUN_NAMES = "ABCDEFGHIJ"  # the letters the merged table gives its runs
 
@@ -28,7 +28,7 @@ def merge_records(records: list[dict]) -> dict:
     devices = {r["device"] for r in records}
     if len(devices) > 1:
         raise ValueError(f"records from different devices cannot be merged into one table: {sorted(devices)}")
-    per_run = ("date", "software", "ceilings", "correctness", "source", "note")
+    per_run = ("date", "software", "ceilings", *CORRECTNESS_KEYS.values(), "source", "note")
     merged = {k: v for k, v in records[0].items() if k not in (*per_run, "rows", "runs")}
     rows: dict[tuple, dict] = {}
     runs = []

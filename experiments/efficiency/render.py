@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from experiments.efficiency.attention_bench import METHODS
+from experiments.efficiency.attention_bench import CORRECTNESS_KEYS, METHODS
 from experiments.efficiency.records import RUN_NAMES
 
 
@@ -86,6 +86,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b is not None else None
 
 
+METHOD_NAMES = {
+    "sdpa": "SDPA",
+    "fla": "fla",
+    "reference": "reference",
+    "fused": "fused",
+    "generic": "generic",
+}
+
+
 def markdown_table(record: dict) -> str:
     """The per-length table, regenerated from the JSON record."""
     lines = [
@@ -98,19 +107,25 @@ def markdown_table(record: dict) -> str:
     ]
     if record.get("source"):
         lines += [f"Source: {record['source']}.", ""]
+    # the generic kernels' columns only where a run timed them (older records have none)
+    generic = any(r["method"] == "generic" for r in record["rows"])
+    shown = [m for m in METHODS if generic or m != "generic"]
     runs = record.get("runs", [])
     if runs:
         lines += [
-            "Merged from several runs on this device (column 'run': which run timed SDPA/fla/reference/fused):",
+            "Merged from several runs on this device (column 'run': which run timed "
+            + "/".join(METHOD_NAMES[m] for m in shown)
+            + "):",
             "",
         ]
         for i, run in enumerate(runs):
             what = "; ".join(run[k] for k in ("source", "note") if run.get(k))
             soft = ", ".join(f"{k} {v}" for k, v in run.get("software", {}).items())
             checks = []
-            if run.get("correctness"):
-                worst = max(max(e.values()) for e in run["correctness"].values())
-                checks.append(f"fused vs float64: worst relative error {worst:.1e}")
+            for method, key in CORRECTNESS_KEYS.items():
+                if run.get(key):
+                    worst = max(max(e.values()) for e in run[key].values())
+                    checks.append(f"{method} vs float64: worst relative error {worst:.1e}")
             if run.get("ceilings"):
                 c = run["ceilings"]
                 checks.append(f"copy {c['copy_GBps']:.0f} GB/s, matmul {c['bf16_matmul_TFLOPs']:.0f} TFLOP/s")
@@ -127,12 +142,15 @@ def markdown_table(record: dict) -> str:
             f"Measured ceilings: device copy {c['copy_GBps']:.0f} GB/s, bf16 matmul {c['bf16_matmul_TFLOPs']:.0f} TFLOP/s.",
             "",
         ]
-    if record.get("correctness"):
+    for method, key in CORRECTNESS_KEYS.items():
+        if not record.get(key):
+            continue
         lines += [
-            "Fused kernel vs float64 reference before timing (max relative error over outputs and all gradients):",
+            f"{method.capitalize()} kernel vs float64 reference before timing (max relative error over outputs "
+            "and all gradients):",
             "",
         ]
-        for shape, errs in record["correctness"].items():
+        for shape, errs in record[key].items():
             worst = max(errs.values())
             lines.append(
                 f"- {shape}: {worst:.2e} (" + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) + ")"
@@ -147,13 +165,23 @@ def markdown_table(record: dict) -> str:
             "",
             "| T | SDPA ms | fla ms | reference ms | fused ms | SDPA / fused | fla / fused "
             "| fused fwd ms | SDPA fwd ms | fused peak GB | SDPA peak GB | fused TFLOP/s | fused GB/s "
-            "| fused / memory floor |" + (" run |" if runs else ""),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if runs else ""),
+            "| fused / memory floor |"
+            + (" generic ms | generic / fused | generic peak GB |" if generic else "")
+            + (" run |" if runs else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            + ("---|---|---|" if generic else "")
+            + ("---|" if runs else ""),
         ]
         for t in dict.fromkeys(r["T"] for r in rows):
-            cells = {m: by.get((shape, t, m), {}) for m in METHODS}
+            cells = {m: by.get((shape, t, m), {}) for m in shown}
             ms = {m: c.get("fwd_bwd_ms") for m, c in cells.items()}
             fused, sdpa = cells["fused"], cells["sdpa"]
+            extra = (
+                f" {_cell(ms['generic'])} | {_cell(_ratio(ms['generic'], ms['fused']), '{:.2f}x')} | "
+                f"{_cell(cells['generic'].get('peak_extra_GB'), '{:.2f}')} |"
+                if generic
+                else ""
+            )
             lines.append(
                 f"| {t:,} | {_cell(ms['sdpa'])} | {_cell(ms['fla'])} | {_cell(ms['reference'])} | "
                 f"{_cell(ms['fused'])} | {_cell(_ratio(ms['sdpa'], ms['fused']), '{:.2f}x')} | "
@@ -161,6 +189,7 @@ def markdown_table(record: dict) -> str:
                 f"{_cell(sdpa.get('fwd_ms'))} | {_cell(fused.get('peak_extra_GB'), '{:.2f}')} | "
                 f"{_cell(sdpa.get('peak_extra_GB'), '{:.2f}')} | {_cell(fused.get('TFLOPs'), '{:.0f}')} | "
                 f"{_cell(fused.get('GBps'), '{:.0f}')} | {_cell(fused.get('fraction_of_memory_floor'), '{:.2f}')} |"
+                + extra
                 + (
                     " " + "/".join(RUN_NAMES[c["run"]] if "run" in c else "-" for c in cells.values()) + " |"
                     if runs
