@@ -192,3 +192,26 @@ def test_generate_cli_from_a_run_and_from_a_saved_model(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(prompt)
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
         load(tmp_path / "nothing")
+
+
+def test_ddp_scaling_report_gives_speedup_and_efficiency_per_gpu_count():
+    """lab/ddp_scaling.py (issue 17's report): per world size the tokens/s, the speed-up over the fewest
+    GPUs and the efficiency; a record without throughput is named."""
+    from experiments.gpt2_wt103.lab.ddp_scaling import scaling_rows
+
+    def record(world_size: int, rate: float) -> dict:
+        metrics = {"train/tokens_per_s": rate, "train/loss": 4.0, "val/loss": 4.5}
+        return {
+            "world_size": world_size,
+            "metrics": metrics,
+            "config": {"data": {"batch_size": 32 // world_size}},
+        }
+
+    rows = scaling_rows([record(2, 180_000.0), record(1, 100_000.0), record(4, 300_000.0)])
+    assert [r[:5] for r in rows] == [
+        ["1", "32", "100,000", "1.00x", "100%"],
+        ["2", "32", "180,000", "1.80x", "90%"],
+        ["4", "32", "300,000", "3.00x", "75%"],
+    ]
+    with pytest.raises(ValueError, match=r"world sizes \[2\]"):
+        scaling_rows([record(1, 1.0), {**record(2, 1.0), "metrics": {}}])

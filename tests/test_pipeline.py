@@ -80,6 +80,37 @@ def test_record_written_and_selectable(tmp_path):
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").exists()
 
 
+def test_the_record_carries_the_training_throughput(tmp_path):
+    """train/tokens_per_s (Throughput: tokens over all ranks per second of training, validation left out)
+    lands in the record's metrics and history; batches without token ids are not counted."""
+    from hedgehog.tasks.callbacks import batch_tokens
+
+    cfg = compose_config(
+        [
+            "experiment=associative_recall",
+            "attention=elu1",
+            "trainer.max_steps=14",
+            "trainer.val_check_interval=7",
+            "callbacks.throughput.warmup=2",
+            "callbacks.throughput.every_n_steps=4",
+            "data.num_train=200",  # one epoch: no epoch boundary inside the 14 steps
+            "logger=csv",
+            *TINY,
+        ],
+        tmp_path,
+    )
+    record = train(cfg)
+    rate = record["metrics"]["train/tokens_per_s"]
+    assert 0 < rate < float("inf")
+    # the window opens after batch 3 and logs after batches 7 and 11: the history (every 10 steps) keeps step
+    # 10's, which also says the record's history runs past the best checkpoint's step (7), from which the
+    # test restores the callbacks' state (it used to cut the history back to it)
+    assert [h["step"] for h in record["history"] if "train/tokens_per_s" in h] == [10]
+    ids = torch.zeros(4, 16, dtype=torch.long)
+    assert batch_tokens((ids, ids)) == batch_tokens({"input_ids": ids}) == 64
+    assert batch_tokens((torch.zeros(4, 3, 28, 28), ids)) is None and batch_tokens(ids) is None
+
+
 class Crash(pl.Callback):
     """Simulates a killed job: raises after a given number of training steps."""
 

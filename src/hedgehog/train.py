@@ -44,6 +44,11 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
+def _history(callbacks: list) -> list[dict[str, float]] | None:
+    """A copy of the metric history kept along the run (``MetricHistory``), if the run keeps one."""
+    return next((list(c.history) for c in callbacks if isinstance(c, MetricHistory)), None)
+
+
 def _record(
     cfg: DictConfig, trainer: pl.Trainer, started: float, metrics: dict[str, float]
 ) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def _record_failure(
     record = _record(cfg, trainer, started, {})
     record["status"] = "failed"
     record["error"] = f"{type(error).__name__}: {error}"[:2000]
-    history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
+    history = _history(callbacks)
     if history:
         record["history"] = history
     for path in (record_dir(cfg) / f"{cfg.run_name}.json", Path(cfg.paths.output_dir) / "record.json"):
@@ -100,6 +105,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         _save_final_state(trainer)
+        # the whole run's curves, taken now: testing from the best checkpoint restores the callbacks'
+        # state saved with it, which would cut the history back to the best step
+        history = _history(callbacks)
         metrics = _scalars(trainer.callback_metrics)  # final train/val metrics, before test resets them
         best = trainer.checkpoint_callback
         if best is not None and best.best_model_score is not None:
@@ -114,7 +122,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record = _record(cfg, trainer, started, metrics)
         if getattr(datamodule, "stats", None):  # what the data module prepared (sizes, reference levels)
             record["data"] = datamodule.stats
-        history = next((c.history for c in callbacks if isinstance(c, MetricHistory)), None)
         if history:
             record["history"] = history
         if getattr(task, "predictions", None):  # what a generation task wrote on the test split
