@@ -1,5 +1,6 @@
 """The associative-recall generator: deterministic, well formed, clear errors."""
 
+import hashlib
 import importlib
 
 import pytest
@@ -17,9 +18,10 @@ def test_deterministic_by_seed():
     assert not torch.equal(a[0], c[0])
 
 
-def test_every_query_asks_for_a_value_given_in_context():
+@pytest.mark.parametrize("query_power_a", [1.0, 0.01])
+def test_every_query_asks_for_a_value_given_in_context(query_power_a):
     vocab, pairs = 64, 6
-    inputs, labels = associative_recall(50, vocab, pairs, 40, seed=0)
+    inputs, labels = associative_recall(50, vocab, pairs, 40, seed=0, query_power_a=query_power_a)
     num_keys = (vocab - 1) // 2
     for x, y in zip(inputs, labels, strict=True):
         keys, values = x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2]
@@ -40,6 +42,29 @@ def test_bad_sizes_raise_clear_errors():
         associative_recall(1, 16, 10, 64, seed=0)
     with pytest.raises(ValueError, match="seq_len"):
         associative_recall(1, 64, 8, 20, seed=0)
+    with pytest.raises(ValueError, match="query_power_a"):
+        associative_recall(1, 64, 4, 32, seed=0, query_power_a=0.0)
+
+
+def test_power_law_query_slots_follow_sequential_weighted_draws():
+    """query_power_a < 1 (zoology's power law): each row's slots are drawn one by one with weight s^(a-1)
+    among those left, so how often each slot holds a query matches torch.multinomial's sequential draws
+    without replacement; a = 1 keeps the uniform generator's sequences."""
+    pairs, length, a, rows = 4, 40, 0.01, 20_000
+    _, labels = associative_recall(rows, 64, pairs, length, seed=1, query_power_a=a)
+    slots = (length - 2 * pairs) // 2
+    ours = torch.bincount(((labels != IGNORE_INDEX).nonzero()[:, 1] - 2 * pairs) // 2, minlength=slots)
+    weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (a - 1)
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.stack([torch.multinomial(weights, pairs, generator=g) for _ in range(rows)])
+    theirs = torch.bincount(drawn.flatten(), minlength=slots)
+    assert ours[0] > 5 * ours[-1]  # the first slot after the pairs is the likeliest
+    # inclusion frequencies agree within sampling noise (binomial std at most sqrt(rows / 4) ~ 71)
+    assert (ours - theirs).abs().max() < 300, (ours.tolist(), theirs.tolist())
+    # the uniform default draws the sequences the published records were trained on (digest before the option)
+    x, y = associative_recall(500, 8192, 4, 64, seed=3)
+    digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
+    assert digest == "876ff6f781d20d40"
 
 
 def test_datamodule_splits_differ():

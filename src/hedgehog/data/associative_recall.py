@@ -40,10 +40,28 @@ def _sample_distinct(num_rows: int, population: int, k: int, generator: torch.Ge
     )
 
 
+def _sample_weighted(num_rows: int, weights: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """(num_rows, k) indices into range(len(weights)), distinct within a row, each row drawn one by one in
+    proportion to ``weights`` among those not yet drawn (Efraimidis-Spirakis: the k smallest -log(u) / w)."""
+    draws = -torch.log(torch.rand(num_rows, len(weights), generator=generator)) / weights
+    return draws.topk(k, dim=-1, largest=False).indices
+
+
 def associative_recall(
-    num_samples: int, vocab_size: int, num_pairs: int, seq_len: int, seed: int
+    num_samples: int, vocab_size: int, num_pairs: int, seq_len: int, seed: int, query_power_a: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    """Return (inputs, labels), each (num_samples, seq_len) int64."""
+    """Return (inputs, labels), each (num_samples, seq_len) int64.
+
+    ``query_power_a``: the query slots' distribution. 1.0: uniform over the slots after the pairs (this
+    generator's default; the same sequences as before the option existed). Below 1: slot s (1-based, from
+    the end of the pairs) drawn with weight s^(a - 1), zoology's power law (its MQAR protocol uses
+    a = 0.01), which puts most queries in the first slots after the pairs.
+    """
+    if not 0 < query_power_a <= 1:
+        raise ValueError(
+            f"query_power_a={query_power_a} must be in (0, 1]: 1 draws query slots uniformly, smaller values "
+            "favour the slots right after the pairs (zoology's MQAR uses 0.01)"
+        )
     num_keys = (vocab_size - 1) // 2
     num_values = vocab_size - 1 - num_keys
     if num_pairs > min(num_keys, num_values):
@@ -69,7 +87,11 @@ def associative_recall(
     # written after its query, the last query's value would be the one not yet repeated,
     # and elimination alone would score about 52% with 4 pairs, without any recall.
     slots = (seq_len - 2 * p) // 2
-    slot_of_query = _sample_distinct(n, slots, p, g)
+    if query_power_a == 1.0:
+        slot_of_query = _sample_distinct(n, slots, p, g)
+    else:
+        weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (query_power_a - 1)
+        slot_of_query = _sample_weighted(n, weights, p, g)
     position = 2 * p + 2 * slot_of_query
     order = torch.rand(n, p, generator=g).argsort(-1)
     inputs.scatter_(1, position, keys.gather(1, order))
@@ -90,6 +112,7 @@ class AssociativeRecallDataModule(pl.LightningDataModule):
         num_test: int = 1_000,
         batch_size: int = 64,
         seed: int = 0,
+        query_power_a: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -101,7 +124,12 @@ class AssociativeRecallDataModule(pl.LightningDataModule):
         for offset, (split, size) in enumerate(sizes.items()):
             if split not in self.splits:
                 inputs, labels = associative_recall(
-                    size, hp.vocab_size, hp.num_pairs, hp.seq_len, seed=hp.seed * 1000 + offset
+                    size,
+                    hp.vocab_size,
+                    hp.num_pairs,
+                    hp.seq_len,
+                    seed=hp.seed * 1000 + offset,
+                    query_power_a=hp.query_power_a,
                 )
                 self.splits[split] = TensorDataset(inputs, labels)
 
