@@ -116,3 +116,22 @@ def test_hedgehog_auto_temperature_is_head_dim_to_the_minus_quarter():
     assert HedgehogFeatureMap(2, 16).temperature == 1.0  # the paper's setting stays the default
     with pytest.raises(ValueError, match="'auto'"):
         HedgehogFeatureMap(2, 16, temperature="sharp")
+
+
+def test_per_pair_breakdown_splits_the_overall_accuracy():
+    """lab/per_pair_accuracy.py: per pair index, query order and slot range, each weighted by its queries,
+    gives back the overall accuracy (4 pairs: every pair and order holds a quarter of the queries)."""
+    from functools import partial
+
+    from experiments.associative_recall.lab.per_pair_accuracy import breakdown
+    from hedgehog.attention import SoftmaxAttention
+    from hedgehog.models import TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(64, 16, 1, 2, 32, partial(SoftmaxAttention)).eval()
+    data = {"num_pairs": 4, "vocab_size": 64, "seq_len": 32}
+    parts = breakdown(model, data, samples=200)
+    overall = parts["overall"][0]
+    assert len(parts["by pair index"]) == len(parts["by query order"]) == 4
+    assert sum(parts["by pair index"]) / 4 == pytest.approx(overall)
+    assert sum(parts["by query order"]) / 4 == pytest.approx(overall)
