@@ -105,9 +105,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         _save_final_state(trainer)
-        # the whole run's curves, taken now: testing from the best checkpoint restores the callbacks'
-        # state saved with it, which would cut the history back to the best step
-        history = _history(callbacks)
         metrics = _scalars(trainer.callback_metrics)  # final train/val metrics, before test resets them
         best = trainer.checkpoint_callback
         if best is not None and best.best_model_score is not None:
@@ -122,6 +119,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record = _record(cfg, trainer, started, metrics)
         if getattr(datamodule, "stats", None):  # what the data module prepared (sizes, reference levels)
             record["data"] = datamodule.stats
+        history = _history(callbacks)
         if history:
             record["history"] = history
         if getattr(task, "predictions", None):  # what a generation task wrote on the test split

@@ -39,6 +39,11 @@ def _pow2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+def _block(n: int) -> int:
+    """A block for n columns: a power of two, and at least 64 wide when compiled for the GPU (below)."""
+    return _pow2(n) if K.INTERPRET else max(64, _pow2(n))
+
+
 def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
     if mode == 0:
         f = q.shape[-1]
@@ -47,18 +52,15 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
         d, dp = q.shape[-1], weight_q.shape[-1]
         f = 2 * dp
     dv = v.shape[-1]
-    # head dim, feature halves and value columns in blocks of at least 64 on the GPU: with 32-wide feature blocks (F = 64)
-    # the compiled backward gave wrong gradients or illegal memory accesses on the H200 (triton 3.6;
-    # experiments/efficiency/lab/NOTES.md), and at head dim 32 the forward was 28% off with the feature
-    # blocks padded but not the head-dim one (experiments/lra/lab/kernel_eval_crash.py)
-    if K.INTERPRET:
-        bd, bdp = _pow2(d), _pow2(dp)
-    else:
-        bd, bdp = (max(64, _pow2(d)) if d else _pow2(d)), max(64, _pow2(dp))
+    # head dim (none in generic mode), feature halves and value columns in blocks of at least 64 on the GPU:
+    # with 32-wide feature blocks (F = 64) the compiled backward gave wrong gradients or illegal memory
+    # accesses on the H200 (triton 3.6; experiments/efficiency/lab/NOTES.md), and at head dim 32 the forward
+    # was 28% off with the feature blocks padded but not the head-dim one (experiments/lra/lab/kernel_eval_crash.py)
+    bd, bdp = (_block(d) if d else _pow2(d)), _block(dp)
     wide = max(bd, bdp) > 64
     chunk = _LAUNCH.get("chunk", {})
     bt = chunk.get("BT", 32 if wide else 64)
-    bv = min(chunk.get("BV", 128 if wide else 64), _pow2(dv) if K.INTERPRET else max(64, _pow2(dv)))
+    bv = min(chunk.get("BV", 128 if wide else 64), _block(dv))
     return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, wide)
 
 

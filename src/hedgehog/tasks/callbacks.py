@@ -44,7 +44,11 @@ class MetricHistory(pl.Callback):
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.history = list(state_dict.get("history", []))
+        """Resume from a checkpoint's history; but a checkpoint of this same run (testing from the best one
+        restores the callbacks' state) holds a prefix of what is kept already, and must not cut it back."""
+        saved = list(state_dict.get("history", []))
+        if self.history[: len(saved)] != saved:
+            self.history = saved
 
 
 def batch_tokens(batch: Any) -> int | None:
