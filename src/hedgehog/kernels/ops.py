@@ -127,14 +127,13 @@ def _launch(kind: str, dims: _Dims) -> dict[str, int]:
     return {**TUNED["wide" if dims.wide else "narrow"][kind], **_LAUNCH.get(kind, {})}
 
 
-# Narrowest head and value dims the compiled kernels are validated at (the GPU tests: 64 and 128). At head
-# dim 32 (value dim 32, Hedgehog features 2 x 32) the compiled non-causal kernel was 28% off the PyTorch form
-# on the H200 in bf16, and crashed (illegal memory access) inside the LRA classifier at batch 250, where the
-# same kernels under the interpreter match it to 2e-7 with the GPU's padded blocks forced
-# (experiments/lra/lab/kernel_eval_crash_h200.log, 2026-12-03). With the head-dim and value blocks padded
-# to 64 as well (_dims) the forward matches at head dim 32 (kernel_eval_crash_padded_h200.log); until the
-# backward there has a float64 GPU test, narrower heads run the PyTorch forms.
-MIN_COMPILED_DIM = 64
+# Narrowest head and value dims the compiled kernels are validated at (the GPU tests: 32, 64 and 128). At head
+# dim 32 (LRA's 4 heads of 32) the compiled non-causal kernel was 28% off the PyTorch form on the H200 in bf16
+# and crashed inside the LRA classifier at batch 250 while its blocks were 32 wide
+# (experiments/lra/lab/kernel_eval_crash_h200.log); with the head-dim, feature and value blocks padded to 64
+# (_dims) the output and all gradients match float64, causal and not (test_gpu_head_dim_32_through_padded_blocks,
+# H200, 2026-12-03). Narrower heads run the PyTorch forms.
+MIN_COMPILED_DIM = 32
 
 
 def supported(head_dim: int | None, feature_dim: int, value_dim: int) -> bool:
