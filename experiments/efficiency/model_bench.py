@@ -214,7 +214,10 @@ def run_model(out_dir: Path, parts: tuple[str, ...] = ("train", "decode")) -> No
         )
         record = {
             "device": torch.cuda.get_device_name(),
-            "note": "GPT-2 125M, 65,536 tokens per training step",
+            "note": "GPT-2 125M: "
+            + " and ".join(
+                {"train": "65,536 tokens per training step", "decode": "greedy decoding at batch 8"}[p] for p in parts
+            ),
         }
     else:
         size, lengths, tokens, steps, contexts, batch, new = GPT2_TINY, [64, 128], 256, 2, [32, 128], 2, 4

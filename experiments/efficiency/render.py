@@ -36,7 +36,7 @@ def model_markdown(record: dict) -> str:
     if record.get("decode"):
         lines += [
             "",
-            "| decode context | batch | SDPA ms/step | Hedgehog ms/step | Hedgehog / SDPA tokens/s | Hedgehog cache MB | SDPA cache MB |",
+            "| decode context | batch | SDPA ms/step | Hedgehog ms/step (forward loop) | Hedgehog / SDPA tokens/s | Hedgehog cache MB | SDPA cache MB |",
             "|---|---|---|---|---|---|---|",
         ]
     dec = {(r["attention"], r["context"]): r for r in record.get("decode", [])}
@@ -51,8 +51,8 @@ def model_markdown(record: dict) -> str:
             "",
             "Every decode method (ratios: tokens/s over SDPA's with each cache of transformers):",
             "",
-            "| decode context | batch | method | ms/step | tokens/s | vs SDPA default cache | vs SDPA static cache | cache MB |",
-            "|---|---|---|---|---|---|---|---|",
+            "| decode context | batch | method | ms/step | tokens/s | vs SDPA default cache | vs SDPA static cache | cache MB | peak GB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for context in dict.fromkeys(r["context"] for r in record["decode"]):
             base = {a: dec.get((a, context)) for a in ("sdpa", "sdpa_static")}
@@ -61,9 +61,10 @@ def model_markdown(record: dict) -> str:
                 if r is None:
                     continue
                 ratios = [f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x" if b else "" for b in base.values()]
+                peak = f"{r['peak_GB']:.2f}" if "peak_GB" in r else ""  # CUDA only
                 lines.append(
                     f"| {context:,} | {r['batch']} | {label} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
-                    f"{ratios[0]} | {ratios[1]} | {r['cache_MB']:,.1f} |"
+                    f"{ratios[0]} | {ratios[1]} | {r['cache_MB']:,.1f} | {peak} |"
                 )
     return "\n".join([*lines, ""])
 

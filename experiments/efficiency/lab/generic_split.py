@@ -1,0 +1,68 @@
+"""The `generic` method of the sweep split into its two parts (GPU): the PyTorch Hedgehog map (fwd+bwd,
+features cast to bf16) alone, and the generic chunked kernels on features already written (fwd+bwd),
+beside the fused kernels, at one length of each shape. Says whether `generic`'s time in
+`tables/h200/results_h200.md` is the features' round trip through memory or the generic kernels.
+
+    python -m experiments.efficiency.lab.generic_split [--length 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from experiments.efficiency.attention_bench import SHAPES, hedgehog_map, make_forward
+from experiments.efficiency.timing import timer
+
+
+def split(shape: str, length: int) -> None:
+    cfg = SHAPES[shape]
+    h, d, b = cfg["H"], cfg["D"], cfg["tokens"] // length
+    torch.manual_seed(0)
+    fmap = hedgehog_map(h, d, "cuda")
+    q, k, v = (
+        torch.randn(b, h, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+    )
+    grad = torch.randn_like(v)
+    with torch.no_grad():
+        fq0, fk0 = (x.to(torch.bfloat16) for x in fmap(q, k))
+    fq, fk = (x.detach().requires_grad_() for x in (fq0, fk0))
+    from hedgehog.kernels import linear_attention
+
+    params = list(fmap.parameters())
+
+    def map_only():
+        a, c = fmap(q, k)
+        torch.autograd.backward((a.to(torch.bfloat16), c.to(torch.bfloat16)), (fq0, fk0))
+
+    def kernels_only():
+        linear_attention(fq, fk, v, causal=True)[0].backward(grad)
+
+    def whole(method):
+        fn = make_forward(method, q, k, v, fmap)
+        return lambda: fn().backward(grad)
+
+    time_ms = timer("cuda")
+    grads = [q, k, v, fq, fk, *params]
+    rows = {
+        "map fwd+bwd (PyTorch, features to bf16)": time_ms(map_only, grads),
+        "generic kernels on written features": time_ms(kernels_only, grads),
+        "generic (both)": time_ms(whole("generic"), grads),
+        "fused": time_ms(whole("fused"), grads),
+    }
+    print(f"{shape} T={length} B={b} H={h} D={d} F={2 * d}")
+    for name, ms in rows.items():
+        print(f"  {ms:8.3f} ms  {name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=None, help="default: each shape's shortest")
+    args = parser.parse_args(argv)
+    for shape in SHAPES:
+        split(shape, args.length or SHAPES[shape]["lengths"][0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Where one GPT-2 125M training step goes, SDPA vs Hedgehog (GPU): the whole-model harness's model
+(`model_bench.gpt2`), 65,536 tokens at one length, two warm-up steps, then torch.profiler over one
+step: device kernels grouped by name, their summed device time, and the step's wall time. Explains the
+1k row of `tables/h200/model_h200*_train.md`, the length where the kernel issue wants >= 1.0x SDPA.
+
+    python -m experiments.efficiency.lab.train_profile [--length 1024] [--top 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from experiments.efficiency.model_bench import GPT2_125M, GPT2_TINY, gpt2
+from experiments.efficiency.timing import sync
+
+
+def profile(attention: str, length: int, tokens: int, top: int, device: str, size: dict) -> float:
+    """Print the step's wall time and its ``top`` device kernels; returns the summed device time (ms)."""
+    torch.manual_seed(0)
+    model = gpt2(attention, length, device, size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    ids = torch.randint(0, model.config.vocab_size, (tokens // length, length), device=device)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    step()
+    sync(device)
+    wall_ms = (time.perf_counter() - start) * 1e3
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        sync(device)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not kernels:  # CPU: operators by self time instead
+        kernels = list(prof.key_averages())
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    kernels.sort(key=lambda e: getattr(e, attr), reverse=True)
+    total_ms = sum(getattr(e, attr) for e in kernels) / 1e3
+    print(f"\n{attention}: T={length} B={tokens // length}, step {wall_ms:.1f} ms wall, {total_ms:.1f} ms "
+          f"{'of device kernels' if device == 'cuda' else 'of CPU operators (self)'}")
+    for e in kernels[:top]:
+        print(f"  {getattr(e, attr) / 1e3:8.2f} ms  {e.count:6d} x  {e.key[:110]}")
+    return total_ms
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=1024)
+    parser.add_argument("--tokens", type=int, default=65536)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device, size = ("cuda", GPT2_125M) if cuda else ("cpu", GPT2_TINY)
+    tokens = args.tokens if cuda else 4 * min(args.length, 128)
+    length = args.length if cuda else min(args.length, 128)
+    totals = {a: profile(a, length, tokens, args.top, device, size) for a in ("sdpa", "hedgehog")}
+    print(f"\ndevice time Hedgehog - SDPA: {totals['hedgehog'] - totals['sdpa']:+.1f} ms per step")
+
+
+if __name__ == "__main__":
+    main()
