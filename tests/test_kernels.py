@@ -314,6 +314,46 @@ def test_decode_matches_recurrent_form():
     assert rel(kv1, ref_state.kv) < 1e-6 and rel(ks1, ref_state.k_sum) < 1e-6
 
 
+def map_against_float64(b, h, t, d, dp, activation, temperature, dtype, device):
+    """hedgehog_features against HedgehogFeatureMap in float64: the relative errors of the features and
+    of the gradients of x, W and b (several groups of tiles per (batch, head) at t > 64)."""
+    torch.manual_seed(0)
+    fmap = HedgehogFeatureMap(h, d, dp, activation=activation, temperature=temperature).double()
+    with torch.no_grad():
+        for p in fmap.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(b, h, t, d, dtype=torch.float64, requires_grad=True)
+    ref = fmap._f(fmap._project(x, fmap.weight_q, fmap.bias_q))
+    grad = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (x, fmap.weight_q, fmap.bias_q), grad)
+    inputs = [
+        a.detach().to(device, dtype if a is x else torch.float32).requires_grad_()
+        for a in (x, fmap.weight_q, fmap.bias_q)
+    ]
+    out = kernels.hedgehog_features(*inputs, activation, temperature)
+    assert out.shape == ref.shape and out.dtype == dtype
+    grads = torch.autograd.grad(out, inputs, grad.to(device, dtype))
+    return [rel(a.cpu(), r) for a, r in zip((out, *grads), (ref, *ref_grads), strict=True)]
+
+
+@interpreter
+@pytest.mark.parametrize("activation", ["softmax", "exp"])
+@pytest.mark.parametrize(("d", "dp", "temperature"), [(16, 16, 1.0), (12, 10, 0.7)])
+def test_feature_map_kernel_logic_fp32(activation, d, dp, temperature):
+    """The map kernels (features written once; their backward with dW, db summed over programs) give
+    HedgehogFeatureMap's features and gradients, also at sizes that pad the head and feature blocks."""
+    errors = map_against_float64(2, 3, 150, d, dp, activation, temperature, torch.float32, "cpu")
+    assert max(errors) < 1e-5, errors
+
+
+def test_feature_map_kernel_refuses_mismatched_shapes():
+    x, w, b = torch.randn(1, 2, 8, 16), torch.randn(2, 8, 16), torch.randn(2, 16)
+    with pytest.raises(ValueError, match=r"\(heads, dim, features/2\)"):
+        kernels.hedgehog_features(x, w, b)
+    with pytest.raises(ValueError, match="activation"):
+        kernels.hedgehog_features(x, torch.randn(2, 16, 16), b, activation="relu")
+
+
 # ---------------------------------------------------------------- GPU (compiled)
 
 GPU_TOL = 1e-2
@@ -459,7 +499,9 @@ def test_compiled_kernels_take_only_validated_head_dims(monkeypatch):
     """Compiled (not interpreted), head or value dims below 32 are refused (LinearAttention then runs the
     PyTorch forms): 32, 64 and 128 are the dims the GPU tests check against float64 (kernels.ops.MIN_COMPILED_DIM)."""
     monkeypatch.setattr(kernels.ops.K, "INTERPRET", False)
-    assert kernels.supported(64, 128, 64) and kernels.supported(128, 256, 128) and kernels.supported(32, 64, 32)
+    assert (
+        kernels.supported(64, 128, 64) and kernels.supported(128, 256, 128) and kernels.supported(32, 64, 32)
+    )
     assert not kernels.supported(16, 32, 16) and not kernels.supported(64, 128, 16)
     assert kernels.supported(None, 256, 64) and not kernels.supported(None, 64, 16)  # features given
     assert not kernels.supported(256, 128, 64)  # too wide for the registers, as before
@@ -495,6 +537,15 @@ def test_gpu_head_dim_32_through_padded_blocks(causal):
     was 28% off, experiments/lra/lab/kernel_eval_crash_h200.log)."""
     torch.manual_seed(0)
     check_against_reference(2, 4, 1000, 32, torch.bfloat16, "softmax", causal, GPU_TOL, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ["softmax", "exp"])
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_feature_map_kernel(activation, d):
+    """The map kernels compiled, bf16 x and features: features and every gradient against float64."""
+    errors = map_against_float64(4, 3, 1000, d, d, activation, 1.0, torch.bfloat16, "cuda")
+    assert max(errors) < GPU_TOL, errors
 
 
 @pytest.mark.gpu

@@ -1,12 +1,13 @@
 """The attention sweep: SDPA softmax, fla, the PyTorch reference, the fused kernels and the generic
-kernels on features written once, fwd+bwd per length.
+kernels on features written once (by the PyTorch map or by the map kernel), fwd+bwd per length.
 
 Causal attention at a fixed number of tokens per call (B = tokens / T) at each length T, for two
 shapes: GPT-2 (H=12, D=64, F=128, 131,072 tokens) and Llama-2 (H=32, D=128, F=256, 65,536 tokens).
 ``fused`` computes Hedgehog's features inside the kernels (recomputed by each of the four); ``generic``
 writes them once in bf16 with the PyTorch map and runs the project's generic chunked kernels on them
-(the other design the kernel issue asks to weigh). ``check_kernel`` compares either with the float64
-reference (outputs and every gradient) before any of its timings count.
+(the other design the kernel issue asks to weigh); ``mapped`` writes them with the map kernels
+(``hedgehog.kernels.hedgehog_features``) instead. ``check_kernel`` compares each of the three with the
+float64 reference (outputs and every gradient) before any of its timings count.
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ CPU_SHAPES = {
     "gpt2": {"H": 12, "D": 64, "tokens": 4096, "lengths": [256, 512, 1024]},
     "llama2": {"H": 32, "D": 128, "tokens": 2048, "lengths": [256, 512, 1024]},
 }
-METHODS = ("sdpa", "fla", "reference", "fused", "generic")
-KERNEL_METHODS = ("fused", "generic")  # the project's kernels: checked against float64 before timing
+METHODS = ("sdpa", "fla", "reference", "fused", "generic", "mapped")
+KERNEL_METHODS = (
+    "fused",
+    "generic",
+    "mapped",
+)  # the project's kernels: checked against float64 before timing
 # where a run record keeps each kernel method's float64 check (per shape: relative error per tensor)
-CORRECTNESS_KEYS = {"fused": "correctness", "generic": "correctness_generic"}
+CORRECTNESS_KEYS = {"fused": "correctness", "generic": "correctness_generic", "mapped": "correctness_mapped"}
 
 
 def hedgehog_map(h: int, d: int, device: str) -> HedgehogFeatureMap:
@@ -73,6 +78,15 @@ def make_forward(method: str, q, k, v, fmap) -> Callable[[], torch.Tensor] | Non
             return linear_attention(fq.to(q.dtype), fk.to(q.dtype), v, causal=True)[0]
 
         return generic
+    if method == "mapped":
+        from hedgehog.kernels import hedgehog_features, linear_attention
+
+        def mapped():
+            fq = hedgehog_features(q, fmap.weight_q, fmap.bias_q)  # bf16, written once by the map kernel
+            fk = hedgehog_features(k, fmap.weight_k, fmap.bias_k)
+            return linear_attention(fq, fk, v, causal=True)[0]
+
+        return mapped
     if method == "fla":
         try:
             from fla.ops.linear_attn import chunk_linear_attn

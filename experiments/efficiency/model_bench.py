@@ -216,7 +216,8 @@ def run_model(out_dir: Path, parts: tuple[str, ...] = ("train", "decode")) -> No
             "device": torch.cuda.get_device_name(),
             "note": "GPT-2 125M: "
             + " and ".join(
-                {"train": "65,536 tokens per training step", "decode": "greedy decoding at batch 8"}[p] for p in parts
+                {"train": "65,536 tokens per training step", "decode": "greedy decoding at batch 8"}[p]
+                for p in parts
             ),
         }
     else:

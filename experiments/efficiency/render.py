@@ -93,7 +93,10 @@ METHOD_NAMES = {
     "reference": "reference",
     "fused": "fused",
     "generic": "generic",
+    "mapped": "mapped",
 }
+# kernel designs beside the fused one: their columns (ms, ratio to fused, peak) only where a run timed them
+ALTERNATIVES = ("generic", "mapped")
 
 
 def markdown_table(record: dict) -> str:
@@ -108,9 +111,10 @@ def markdown_table(record: dict) -> str:
     ]
     if record.get("source"):
         lines += [f"Source: {record['source']}.", ""]
-    # the generic kernels' columns only where a run timed them (older records have none)
-    generic = any(r["method"] == "generic" for r in record["rows"])
-    shown = [m for m in METHODS if generic or m != "generic"]
+    # the alternative kernels' columns only where a run timed them (older records have none)
+    timed = {r["method"] for r in record["rows"]}
+    alternatives = [m for m in ALTERNATIVES if m in timed]
+    shown = [m for m in METHODS if m not in ALTERNATIVES or m in alternatives]
     runs = record.get("runs", [])
     if runs:
         lines += [
@@ -167,21 +171,20 @@ def markdown_table(record: dict) -> str:
             "| T | SDPA ms | fla ms | reference ms | fused ms | SDPA / fused | fla / fused "
             "| fused fwd ms | SDPA fwd ms | fused peak GB | SDPA peak GB | fused TFLOP/s | fused GB/s "
             "| fused / memory floor |"
-            + (" generic ms | generic / fused | generic peak GB |" if generic else "")
+            + "".join(f" {m} ms | {m} / fused | {m} peak GB |" for m in alternatives)
             + (" run |" if runs else ""),
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-            + ("---|---|---|" if generic else "")
+            + "---|---|---|" * len(alternatives)
             + ("---|" if runs else ""),
         ]
         for t in dict.fromkeys(r["T"] for r in rows):
             cells = {m: by.get((shape, t, m), {}) for m in shown}
             ms = {m: c.get("fwd_bwd_ms") for m, c in cells.items()}
             fused, sdpa = cells["fused"], cells["sdpa"]
-            extra = (
-                f" {_cell(ms['generic'])} | {_cell(_ratio(ms['generic'], ms['fused']), '{:.2f}x')} | "
-                f"{_cell(cells['generic'].get('peak_extra_GB'), '{:.2f}')} |"
-                if generic
-                else ""
+            extra = "".join(
+                f" {_cell(ms[m])} | {_cell(_ratio(ms[m], ms['fused']), '{:.2f}x')} | "
+                f"{_cell(cells[m].get('peak_extra_GB'), '{:.2f}')} |"
+                for m in alternatives
             )
             lines.append(
                 f"| {t:,} | {_cell(ms['sdpa'])} | {_cell(ms['fla'])} | {_cell(ms['reference'])} | "

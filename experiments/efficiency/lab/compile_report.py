@@ -1,4 +1,4 @@
-"""Compile the fused kernels for sm_90 (Hopper) without a GPU and report their resources.
+"""Compile the fused kernels and the feature-map kernels for sm_90 (Hopper) without a GPU and report their resources.
 
 Costs no device time: Triton compiles for a named target, and the cuobjdump bundled with
 Triton reads registers, stack (spills) and shared memory off the cubin, and counts the SASS
@@ -22,6 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from hedgehog.kernels import KERNELS
+from hedgehog.kernels import chunked as K
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
 HALF_INPUTS = (
@@ -36,6 +37,9 @@ HALF_INPUTS = (
     "dv_ptr",
     "dq_ptr",
     "dk_ptr",
+    "f_ptr",
+    "df_ptr",
+    "dx_ptr",
 )
 FLOAT_ARGS = ("inv_temp", "eps")
 SASS_COUNTS = ("HGMMA", "STL", "LDL", "BAR.SYNC", "SHFL", "MUFU.EX2")
@@ -60,6 +64,7 @@ def signature(fn, constants: dict) -> dict[str, str]:
 
 
 def report(fn, constants: dict, warps: int, stages: int, maxnreg: int | None = None) -> str:
+    constants = {k: v for k, v in constants.items() if k in fn.arg_names}  # blocks a kernel does not take
     src = ASTSource(
         fn=fn,
         signature=signature(fn, constants),
@@ -111,13 +116,15 @@ def main() -> None:
         ("forward", KERNELS["fwd"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, STORE_RES=True)),
         ("dq", KERNELS["dq"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("dk, dv", KERNELS["dkv"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
+        ("map fwd", K._map_fwd_kernel, dict(MODE=1)),  # hedgehog_features
+        ("map bwd", K._map_bwd_kernel, dict(MODE=1)),
     ]
     print(
         f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "
         f"num_stages={args.stages}, sm_90"
     )
     for name, fn, constants in kernels:
-        print(f"{name:10s} {report(fn, {**constants, **blocks}, args.warps, args.stages)}")
+        print(f"{name:10s} {report(fn, {**blocks, **constants}, args.warps, args.stages)}")
 
 
 if __name__ == "__main__":

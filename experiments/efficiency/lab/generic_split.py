@@ -1,7 +1,7 @@
-"""The `generic` method of the sweep split into its two parts (GPU): the PyTorch Hedgehog map (fwd+bwd,
-features cast to bf16) alone, and the generic chunked kernels on features already written (fwd+bwd),
-beside the fused kernels, at one length of each shape. Says whether `generic`'s time in
-`tables/h200/results_h200.md` is the features' round trip through memory or the generic kernels.
+"""The `generic` and `mapped` methods of the sweep split into their parts (GPU): the Hedgehog map for q
+and k (fwd+bwd, bf16 features) in PyTorch and as the map kernels (`hedgehog.kernels.hedgehog_features`),
+and the generic chunked kernels on features already written (fwd+bwd), beside the fused kernels, at one
+length of each shape. Says what `generic`'s and `mapped`'s times in `tables/h200/results_h200.md` are made of.
 
     python -m experiments.efficiency.lab.generic_split [--length 1024]
 """
@@ -22,19 +22,25 @@ def split(shape: str, length: int) -> None:
     torch.manual_seed(0)
     fmap = hedgehog_map(h, d, "cuda")
     q, k, v = (
-        torch.randn(b, h, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+        torch.randn(b, h, length, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        for _ in range(3)
     )
     grad = torch.randn_like(v)
     with torch.no_grad():
         fq0, fk0 = (x.to(torch.bfloat16) for x in fmap(q, k))
     fq, fk = (x.detach().requires_grad_() for x in (fq0, fk0))
-    from hedgehog.kernels import linear_attention
+    from hedgehog.kernels import hedgehog_features, linear_attention
 
     params = list(fmap.parameters())
 
     def map_only():
         a, c = fmap(q, k)
         torch.autograd.backward((a.to(torch.bfloat16), c.to(torch.bfloat16)), (fq0, fk0))
+
+    def map_kernels():
+        a = hedgehog_features(q, fmap.weight_q, fmap.bias_q)
+        c = hedgehog_features(k, fmap.weight_k, fmap.bias_k)
+        torch.autograd.backward((a, c), (fq0, fk0))
 
     def kernels_only():
         linear_attention(fq, fk, v, causal=True)[0].backward(grad)
@@ -47,8 +53,10 @@ def split(shape: str, length: int) -> None:
     grads = [q, k, v, fq, fk, *params]
     rows = {
         "map fwd+bwd (PyTorch, features to bf16)": time_ms(map_only, grads),
+        "map fwd+bwd (map kernels)": time_ms(map_kernels, grads),
         "generic kernels on written features": time_ms(kernels_only, grads),
-        "generic (both)": time_ms(whole("generic"), grads),
+        "generic (PyTorch map + generic kernels)": time_ms(whole("generic"), grads),
+        "mapped (map kernels + generic kernels)": time_ms(whole("mapped"), grads),
         "fused": time_ms(whole("fused"), grads),
     }
     print(f"{shape} T={length} B={b} H={h} D={d} F={2 * d}")

@@ -50,8 +50,10 @@ def profile(attention: str, length: int, tokens: int, top: int, device: str, siz
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     kernels.sort(key=lambda e: getattr(e, attr), reverse=True)
     total_ms = sum(getattr(e, attr) for e in kernels) / 1e3
-    print(f"\n{attention}: T={length} B={tokens // length}, step {wall_ms:.1f} ms wall, {total_ms:.1f} ms "
-          f"{'of device kernels' if device == 'cuda' else 'of CPU operators (self)'}")
+    print(
+        f"\n{attention}: T={length} B={tokens // length}, step {wall_ms:.1f} ms wall, {total_ms:.1f} ms "
+        f"{'of device kernels' if device == 'cuda' else 'of CPU operators (self)'}"
+    )
     for e in kernels[:top]:
         print(f"  {getattr(e, attr) / 1e3:8.2f} ms  {e.count:6d} x  {e.key[:110]}")
     return total_ms

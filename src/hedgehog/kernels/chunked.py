@@ -443,6 +443,29 @@ def _delta_kernel(
 
 
 @triton.jit
+def _store_input_grad(
+    ptr, stride_t, offs_t, rm, dz, w_ptr, D, DP, ATOMIC: tl.constexpr, BD: tl.constexpr, BDP: tl.constexpr
+):
+    """Store (or add) dL/dx = dz W^T of one tile; dz (BT x BDP, fp32) with the temperature applied."""
+    offs_p = tl.arange(0, BDP)
+    offs_d = tl.arange(0, BD)
+    w = tl.load(
+        w_ptr + offs_d[:, None] * DP + offs_p[None, :],
+        mask=(offs_d[:, None] < D) & (offs_p[None, :] < DP),
+        other=0.0,
+    )
+    # dz into PROJ range: rows scaled by their max
+    row = tl.max(tl.abs(dz), 1) + 1e-30
+    dx = tl.dot((dz / row[:, None]).to(PROJ), tl.trans(w)) * row[:, None]
+    pd = ptr + offs_t[:, None] * stride_t + offs_d[None, :]
+    md = rm[:, None] & (offs_d[None, :] < D)
+    if ATOMIC:
+        tl.atomic_add(pd, dx, mask=md)
+    else:
+        tl.store(pd, dx.to(ptr.dtype.element_ty), mask=md)
+
+
+@triton.jit
 def _write_input_grad(
     ptr,
     stride_t,
@@ -463,22 +486,9 @@ def _write_input_grad(
     """Hedgehog modes: from dL/dz of one tile, store (or add) dL/dx = dz W^T / T and grow dW, db."""
     offs_p = tl.arange(0, BDP)
     dz = tl.where(rm[:, None] & (offs_p[None, :] < DP), dz * inv_temp, 0.0)
-    offs_d = tl.arange(0, BD)
-    w = tl.load(
-        w_ptr + offs_d[:, None] * DP + offs_p[None, :],
-        mask=(offs_d[:, None] < D) & (offs_p[None, :] < DP),
-        other=0.0,
-    )
-    # dz into PROJ range: rows scaled by their max for dx, columns by theirs for dW
-    row = tl.max(tl.abs(dz), 1) + 1e-30
+    _store_input_grad(ptr, stride_t, offs_t, rm, dz, w_ptr, D, DP, ATOMIC, BD, BDP)
+    # dz into PROJ range for dW: columns scaled by their max
     col = tl.max(tl.abs(dz), 0) + 1e-30
-    dx = tl.dot((dz / row[:, None]).to(PROJ), tl.trans(w)) * row[:, None]
-    pd = ptr + offs_t[:, None] * stride_t + offs_d[None, :]
-    md = rm[:, None] & (offs_d[None, :] < D)
-    if ATOMIC:
-        tl.atomic_add(pd, dx, mask=md)
-    else:
-        tl.store(pd, dx.to(ptr.dtype.element_ty), mask=md)
     dw += tl.dot(tl.trans(x), (dz / col[None, :]).to(PROJ)) * col[None, :]
     db += tl.sum(dz, 0)
     return dw, db
@@ -826,3 +836,96 @@ def _decode_kernel(
     if iv == 0:
         tl.store(z1_ptr + ibh * 2 * BDP + offs_p[None, :], zp)
         tl.store(z1_ptr + (ibh * 2 + 1) * BDP + offs_p[None, :], zn)
+
+
+@triton.jit
+def _map_fwd_kernel(
+    x_ptr,
+    f_ptr,
+    w_ptr,
+    b_ptr,
+    sxb,
+    sxh,
+    sxt,
+    sfb,
+    sfh,
+    sft,
+    T,
+    H,
+    inv_temp,
+    D,
+    DP,
+    F,
+    MODE: tl.constexpr,
+    BD: tl.constexpr,
+    BDP: tl.constexpr,
+    BT: tl.constexpr,
+):
+    """The Hedgehog features of one tile of tokens, written: f = [f(z), f(-z)], z = (x W + b) / T."""
+    it, ibh = tl.program_id(0), tl.program_id(1)
+    ib, ih = ibh // H, ibh % H
+    offs_t = it * BT + tl.arange(0, BT)
+    rm = offs_t < T
+    x_ptr += ib * sxb + ih * sxh
+    f_ptr += ib * sfb + ih * sfh
+    z, _, m = _tile_z(
+        x_ptr, sxt, offs_t, rm, w_ptr + ih * D * DP, b_ptr + ih * DP, inv_temp, D, DP, MODE, BD, BDP, BT
+    )
+    for half in tl.static_range(2):
+        f = _half_features(z, m, tl.arange(0, BDP) < DP, half, MODE)
+        _store_half(f_ptr, sft, offs_t, rm, f, half, DP, F, False, BDP)
+
+
+@triton.jit
+def _map_bwd_kernel(
+    x_ptr,
+    df_ptr,
+    dx_ptr,
+    dz_ptr,
+    w_ptr,
+    b_ptr,
+    sxb,
+    sxh,
+    sxt,
+    sgb,
+    sgh,
+    sgt,
+    sdb,
+    sdh,
+    sdt,
+    szb,
+    szh,
+    szt,
+    T,
+    H,
+    inv_temp,
+    D,
+    DP,
+    F,
+    MODE: tl.constexpr,
+    BD: tl.constexpr,
+    BDP: tl.constexpr,
+    BT: tl.constexpr,
+):
+    """From df (the features' gradient) of one tile, features recomputed from x: dx, and dz = dL/dz
+    (temperature applied) written for dW = x^T dz and db = sum dz as GEMMs outside (no accumulator
+    here: at head dim 128 one spilled 1.8 KB per thread on sm_90)."""
+    it, ibh = tl.program_id(0), tl.program_id(1)
+    ib, ih = ibh // H, ibh % H
+    offs_t = it * BT + tl.arange(0, BT)
+    rm = offs_t < T
+    offs_p = tl.arange(0, BDP)
+    cm = offs_p < DP
+    x_ptr += ib * sxb + ih * sxh
+    df_ptr += ib * sgb + ih * sgh
+    w_ptr += ih * D * DP
+    z, _, m = _tile_z(x_ptr, sxt, offs_t, rm, w_ptr, b_ptr + ih * DP, inv_temp, D, DP, MODE, BD, BDP, BT)
+    dz = tl.zeros((BT, BDP), tl.float32)
+    for half in tl.static_range(2):
+        f = _half_features(z, m, cm, half, MODE)
+        df = _tile_half(z, m, df_ptr, sgt, offs_t, rm, half, DP, F, 0, BDP)
+        dz += _half_backward(f, df, half, MODE)
+    dz = tl.where(rm[:, None] & cm[None, :], dz * inv_temp, 0.0)
+    _store_input_grad(dx_ptr + ib * sdb + ih * sdh, sdt, offs_t, rm, dz, w_ptr, D, DP, False, BD, BDP)
+    pz = dz_ptr + ib * szb + ih * szh + offs_t[:, None] * szt + offs_p[None, :]
+    tl.store(pz, dz.to(dz_ptr.dtype.element_ty), mask=rm[:, None] & cm[None, :])

@@ -561,3 +561,71 @@ def linear_attention_decode(
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One token of features (B, H, 1, F) against the carried state (generic feature maps)."""
     return _decode(fq, fk, v, None, None, None, None, 0, eps, 1.0, state)
+
+
+class _HedgehogMapFn(torch.autograd.Function):
+    """Hedgehog's feature map as two kernels: features written once (forward), and from their
+    gradient dx, dW, db with the features recomputed (backward)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mode: int, inv_temp: float):
+        b, h, t, d = x.shape
+        dp = weight.shape[-1]
+        bd, bdp, bt = _block(d), _block(dp), 64
+        # 4 warps at head dim 64, 8 at 128: no spills on sm_90 (experiments/efficiency/lab/compile_report.py)
+        warps = 8 if max(bd, bdp) > 64 else 4
+        w = weight.to(PROJ_DTYPE).contiguous()
+        f = torch.empty(b, h, t, 2 * dp, device=x.device, dtype=x.dtype)
+        K._map_fwd_kernel[(triton.cdiv(t, bt), b * h)](
+            x, f, w, bias, *_strides(x), *_strides(f), t, h, inv_temp, d, dp, 2 * dp,
+            MODE=mode, BD=bd, BDP=bdp, BT=bt, num_warps=warps,
+        )  # fmt: skip
+        ctx.save_for_backward(x, w, bias)
+        ctx.cfg = (mode, inv_temp, bd, bdp, bt, warps)
+        return f
+
+    @staticmethod
+    def backward(ctx, grad_f):
+        x, w, bias = ctx.saved_tensors
+        mode, inv_temp, bd, bdp, bt, warps = ctx.cfg
+        b, h, t, d = x.shape
+        dp = w.shape[-1]
+        g = _unit(grad_f)
+        dx = torch.empty_like(x)
+        dz = torch.empty(h, b, t, dp, device=x.device, dtype=STATE_DTYPE)  # heads first: dW's GEMM
+        zs = dz.stride()
+        K._map_bwd_kernel[(triton.cdiv(t, bt), b * h)](
+            x, g, dx, dz, w, bias, *_strides(x), *_strides(g), *_strides(dx), zs[1], zs[0], zs[2],
+            t, h, inv_temp, d, dp, 2 * dp, MODE=mode, BD=bd, BDP=bdp, BT=bt, num_warps=warps,
+        )  # fmt: skip
+        # dW[h] = x[:, h]^T dz[h] over every (batch, token): one batched GEMM, fp32 accumulation
+        xh = x.transpose(0, 1).reshape(h, b * t, d)
+        dw = torch.bmm(xh.transpose(1, 2), dz.view(h, b * t, dp).to(x.dtype)).float()
+        db = dz.sum(dim=(1, 2), dtype=torch.float32)
+        return dx, dw, db, None, None
+
+
+def hedgehog_features(
+    x: Tensor, weight: Tensor, bias: Tensor, activation: str = "softmax", temperature: float = 1.0
+) -> Tensor:
+    """Hedgehog's feature map on x (B, H, T, D) with W (H, D, D'), b (H, D'): the features
+    (B, H, T, 2 D') in x's dtype, as ``HedgehogFeatureMap`` computes them for q or for k.
+
+    For the generic kernels (``linear_attention``) on features written once, the other design to
+    ``hedgehog_attention``'s recomputation inside each kernel. Gradients flow to x, W and b.
+    """
+    if activation not in ("softmax", "exp"):
+        raise ValueError(f"Hedgehog activation must be 'softmax' or 'exp', got {activation!r}")
+    if x.dim() != 4 or weight.dim() != 3 or weight.shape[:2] != (x.shape[1], x.shape[3]):
+        raise ValueError(
+            f"x must be (batch, heads, tokens, dim) and the weight (heads, dim, features/2); got "
+            f"{tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    if not supported(x.shape[-1], 2 * weight.shape[-1], x.shape[-1]):
+        raise ValueError(
+            f"head dim {x.shape[-1]}, feature dim {2 * weight.shape[-1]}: the kernels take head dims "
+            f"{MIN_COMPILED_DIM}-{MAX_HEAD_DIM} and F <= {2 * MAX_FEATURE_HALF} (compiled); use "
+            "HedgehogFeatureMap in hedgehog.attention"
+        )
+    params = (weight.float(), bias.float().contiguous())
+    return _HedgehogMapFn.apply(_unit(x), *params, K.MODES[activation], 1.0 / float(temperature))
