@@ -354,6 +354,45 @@ def test_feature_map_kernel_refuses_mismatched_shapes():
         kernels.hedgehog_features(x, torch.randn(2, 16, 16), b, activation="relu")
 
 
+def window_against_float64(b, h, t, d, dv, dtype, device):
+    """kernels.window_attention against the quadratic hybrid form in float64: the output's relative error."""
+    from hedgehog.attention.window import quadratic_window_attention
+
+    torch.manual_seed(0)
+    fmap = hedgehog_map(h, d, "softmax")
+    q, k = (2 * torch.randn(b, h, t, d) for _ in range(2))
+    v = torch.randn(b, h, t, dv)
+    with torch.no_grad():
+        fq, fk = fmap(q, k)
+    gamma = torch.rand(h) * 0.9 + 0.05
+    ref = quadratic_window_attention(*(x.double() for x in (q, k, v, fq, fk)), 64, gamma.double())
+    out = kernels.window_attention(*(x.to(device, dtype) for x in (q, k, v, fq, fk)), gamma.to(device))
+    assert out.dtype == dtype and out.shape == v.shape
+    return rel(out.cpu(), ref)
+
+
+@interpreter
+@pytest.mark.parametrize(("t", "d", "dv"), [(150, 16, 16), (64, 16, 24), (200, 12, 16)])
+def test_window_kernel_logic_fp32(t, d, dv):
+    """The hybrid's forward kernel (window of one chunk, the linear part through the stored states and the
+    early part of the previous chunk) gives the quadratic form's output, tails and padded blocks included."""
+    assert window_against_float64(2, 3, t, d, dv, torch.float32, "cpu") < 1e-5
+
+
+def test_window_kernel_refuses_what_it_does_not_take():
+    q = k = v = torch.randn(1, 2, 70, 16)
+    f = torch.rand(1, 2, 70, 16)
+    gamma = torch.full((2,), 0.5)
+    with pytest.raises(ValueError, match="window of 64"):
+        kernels.window_attention(q, k, v, f, f, gamma, window=32)
+    with pytest.raises(ValueError, match="one factor per head"):
+        kernels.window_attention(q, k, v, f, f, torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="matching q"):
+        kernels.window_attention(q, k, v, f[:, :, :60], f[:, :, :60], gamma)
+    with pytest.raises(ValueError, match="forward only"):
+        kernels.window_attention(q, k, v, f, f, gamma.requires_grad_())
+
+
 # ---------------------------------------------------------------- GPU (compiled)
 
 GPU_TOL = 1e-2
@@ -546,6 +585,13 @@ def test_gpu_feature_map_kernel(activation, d):
     """The map kernels compiled, bf16 x and features: features and every gradient against float64."""
     errors = map_against_float64(4, 3, 1000, d, d, activation, 1.0, torch.bfloat16, "cuda")
     assert max(errors) < GPU_TOL, errors
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("d", "t"), [(64, 1000), (128, 777)])
+def test_gpu_window_kernel(d, t):
+    """The hybrid's forward kernel compiled, bf16, Hedgehog features of head dims 64 and 128: against float64."""
+    assert window_against_float64(2, 4, t, d, d, torch.bfloat16, "cuda") < GPU_TOL
 
 
 @pytest.mark.gpu

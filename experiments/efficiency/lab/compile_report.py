@@ -1,4 +1,4 @@
-"""Compile the fused kernels and the feature-map kernels for sm_90 (Hopper) without a GPU and report their resources.
+"""Compile the fused kernels, the feature-map kernels and the hybrid's forward for sm_90 (Hopper) without a GPU and report their resources.
 
 Costs no device time: Triton compiles for a named target, and the cuobjdump bundled with
 Triton reads registers, stack (spills) and shared memory off the cubin, and counts the SASS
@@ -40,8 +40,10 @@ HALF_INPUTS = (
     "f_ptr",
     "df_ptr",
     "dx_ptr",
+    "fq_ptr",
+    "fk_ptr",
 )
-FLOAT_ARGS = ("inv_temp", "eps")
+FLOAT_ARGS = ("inv_temp", "eps", "scale")
 SASS_COUNTS = ("HGMMA", "STL", "LDL", "BAR.SYNC", "SHFL", "MUFU.EX2")
 
 
@@ -118,6 +120,7 @@ def main() -> None:
         ("dk, dv", KERNELS["dkv"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("map fwd", K._map_fwd_kernel, dict(MODE=1)),  # hedgehog_features
         ("map bwd", K._map_bwd_kernel, dict(MODE=1)),
+        ("window fwd", K._window_fwd_kernel, dict(BT=64)),  # window_attention (the hybrid), features given
     ]
     print(
         f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "

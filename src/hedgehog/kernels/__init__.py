@@ -13,6 +13,7 @@ from hedgehog.kernels.ops import (
     linear_attention,
     linear_attention_decode,
     supported,
+    window_attention,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "linear_attention",
     "linear_attention_decode",
     "supported",
+    "window_attention",
 ]

@@ -929,3 +929,112 @@ def _map_bwd_kernel(
     _store_input_grad(dx_ptr + ib * sdb + ih * sdh, sdt, offs_t, rm, dz, w_ptr, D, DP, False, BD, BDP)
     pz = dz_ptr + ib * szb + ih * szh + offs_t[:, None] * szt + offs_p[None, :]
     tl.store(pz, dz.to(dz_ptr.dtype.element_ty), mask=rm[:, None] & cm[None, :])
+
+
+@triton.jit
+def _window_fwd_kernel(
+    q_ptr,
+    k_ptr,
+    fq_ptr,
+    fk_ptr,
+    v_ptr,
+    o_ptr,
+    gamma_ptr,
+    hs_ptr,
+    hz_ptr,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    sfb,
+    sfh,
+    sft,
+    sgb,
+    sgh,
+    sgt,
+    svb,
+    svh,
+    svt,
+    sob,
+    soh,
+    sot,
+    T,
+    H,
+    NCH,
+    scale,
+    eps,
+    D,
+    DP,
+    F,
+    DV,
+    BD: tl.constexpr,
+    BDP: tl.constexpr,
+    BV: tl.constexpr,
+    BT: tl.constexpr,
+):
+    """Sliding-window hybrid (hedgehog.attention.window), causal, window = BT: outputs of one chunk c.
+
+    Query i of chunk c sees keys i - BT < j <= i exactly (softmax terms exp(s_ij - m_i), s = q.k scale,
+    m_i their max): the earlier part of its own chunk and the later part of chunk c - 1. Keys j <= i - BT
+    enter linearly (phi(q_i) / gamma_h . phi(k_j)): chunks before c - 1 through the stored state before
+    chunk c - 1, and the early part of chunk c - 1 exactly. One normaliser over both parts. Features are
+    given (generic mode), fq and fk (B, H, T, F) in halves as the other kernels take them.
+    """
+    iv, ic, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ib, ih = ibh // H, ibh % H
+    q_ptr += ib * sqb + ih * sqh
+    k_ptr += ib * skb + ih * skh
+    fq_ptr += ib * sfb + ih * sfh
+    fk_ptr += ib * sgb + ih * sgh
+    v_ptr += ib * svb + ih * svh
+    o_ptr += ib * sob + ih * soh
+    offs_v = iv * BV + tl.arange(0, BV)
+    offs_p = tl.arange(0, BDP)
+    offs_d = tl.arange(0, BD)
+    vm = offs_v < DV
+    offs_t = ic * BT + tl.arange(0, BT)
+    offs_s = offs_t - BT  # chunk c - 1
+    rm = offs_t < T
+    pm = (offs_s >= 0) & (offs_s < T)
+    has_prev = (ic > 0).to(tl.float32)
+    hs_ptr, hz_ptr = _state_ptrs(hs_ptr, hz_ptr, ibh, NCH, DV, BDP)
+    hc = tl.maximum(ic - 1, 0) * 2
+    dm = offs_d[None, :] < D
+    q = tl.load(q_ptr + offs_t[:, None] * sqt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
+    k = tl.load(k_ptr + offs_t[:, None] * skt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
+    kp = tl.load(k_ptr + offs_s[:, None] * skt + offs_d[None, :], mask=pm[:, None] & dm, other=0.0).to(PROJ)
+    s_cur = tl.dot(q, tl.trans(k)) * scale
+    s_prev = tl.dot(q, tl.trans(kp)) * scale
+    row = tl.arange(0, BT)[:, None]
+    col = tl.arange(0, BT)[None, :]
+    win_cur = (row >= col) & rm[None, :]
+    win_prev = (row < col) & pm[None, :]
+    lin_prev = (row >= col) & pm[None, :]
+    s_cur = tl.where(win_cur, s_cur, float("-inf"))
+    s_prev = tl.where(win_prev, s_prev, float("-inf"))
+    m = tl.maximum(tl.max(s_cur, 1), tl.max(s_prev, 1))
+    m = tl.where(m == float("-inf"), 0.0, m)  # a padded row (beyond T) with no key in its window
+    a_cur = tl.where(win_cur, tl.exp(s_cur - m[:, None]), 0.0)
+    a_prev = tl.where(win_prev, tl.exp(s_prev - m[:, None]), 0.0)
+    inv_gamma = 1.0 / tl.load(gamma_ptr + ih)
+    num = tl.zeros((BT, BV), tl.float32)
+    den = tl.zeros((BT,), tl.float32)
+    for half in tl.static_range(2):
+        fq = _tile_half(m, m, fq_ptr, sft, offs_t, rm, half, DP, F, 0, BDP) * inv_gamma
+        fkp = _tile_half(m, m, fk_ptr, sgt, offs_s, pm, half, DP, F, 0, BDP)
+        s, zs = _load_state(hs_ptr, hz_ptr, hc + half, offs_p, offs_v, DV, BDP)
+        num += tl.dot(fq.to(DOT), s) * has_prev
+        den += tl.sum(fq * zs[None, :], 1) * has_prev
+        a_prev += tl.where(lin_prev, tl.dot(fq.to(DOT), tl.trans(fkp.to(DOT))), 0.0)
+    v = tl.load(v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm[None, :], other=0.0)
+    vp = tl.load(v_ptr + offs_s[:, None] * svt + offs_v[None, :], mask=pm[:, None] & vm[None, :], other=0.0)
+    num += tl.dot(a_cur.to(DOT), v.to(DOT)) + tl.dot(a_prev.to(DOT), vp.to(DOT))
+    den += tl.sum(a_cur, 1) + tl.sum(a_prev, 1)
+    o = num / (den + eps)[:, None]
+    tl.store(
+        o_ptr + offs_t[:, None] * sot + offs_v[None, :],
+        o.to(o_ptr.dtype.element_ty),
+        mask=rm[:, None] & vm[None, :],
+    )

@@ -629,3 +629,64 @@ def hedgehog_features(
         )
     params = (weight.float(), bias.float().contiguous())
     return _HedgehogMapFn.apply(_unit(x), *params, K.MODES[activation], 1.0 / float(temperature))
+
+
+WINDOW = 64  # the window the hybrid kernel takes: one chunk of 64 tokens
+
+
+def window_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    fq: Tensor,
+    fk: Tensor,
+    window_factor: Tensor,
+    window: int = WINDOW,
+    eps: float = 1e-6,
+) -> Tensor:
+    """The sliding-window hybrid (``hedgehog.attention.window``), causal, forward only: exact softmax over
+    the last ``window`` keys, linear attention on the features fq, fk (B, H, T, F) before them, one
+    normaliser, ``window_factor`` gamma (H,) in (0, 1]. q, k (B, H, T, D), v (B, H, T, Dv).
+
+    For inference (the prefill of a hybrid model); training runs the PyTorch forms, which have the
+    backward. The window is one chunk of the kernels: 64 tokens.
+    """
+    _check(q, k, v)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, fq, fk, window_factor)):
+        raise ValueError(
+            "the hybrid kernel is forward only (no backward yet): call it under torch.no_grad() or "
+            "torch.inference_mode(), and train with the PyTorch forms in hedgehog.attention.window"
+        )
+    if fq.shape[:3] != q.shape[:3] or fk.shape != fq.shape:
+        raise ValueError(
+            f"fq, fk must be (batch, heads, tokens, features) matching q; got {tuple(fq.shape)}, {tuple(fk.shape)} "
+            f"for q {tuple(q.shape)}"
+        )
+    if window != WINDOW:
+        raise ValueError(f"the hybrid kernel takes a window of {WINDOW} tokens (one chunk), got {window}")
+    if window_factor.shape != (q.shape[1],):
+        raise ValueError(
+            f"window_factor must be one factor per head, ({q.shape[1]},); got {tuple(window_factor.shape)}"
+        )
+    if not supported(None, fq.shape[-1], v.shape[-1]) or q.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(
+            f"head dim {q.shape[-1]}, feature dim {fq.shape[-1]}, value dim {v.shape[-1]}: the kernel takes head "
+            f"dims <= {MAX_HEAD_DIM}, F <= {2 * MAX_FEATURE_HALF} and, compiled, value dims >= {MIN_COMPILED_DIM}; "
+            "use hedgehog.attention.window"
+        )
+    q, k, v, fq, fk = (_unit(x) for x in (q, k, v, fq, fk))
+    # 8 warps: 216 B of spills per thread on sm_90 at head dim 64 (800 B at 4), 1.4 KB at 128
+    # (experiments/efficiency/lab/compile_report.py)
+    dims = _dims(0, fq, v, None)._replace(BT=WINDOW)
+    b, h, t = q.shape[:3]
+    cfg = _Config(0, True, float(eps), 1.0, None)
+    hs, hz, _, _ = _chunk_states(fk, v, fk, fk, fk, False, fk, fk, None, None, dims, cfg, t, h, False)
+    o = torch.empty_like(v)
+    gamma = window_factor.detach().float().contiguous()
+    K._window_fwd_kernel[(dims.NV, triton.cdiv(t, dims.BT), b * h)](
+        q, k, fq, fk, v, o, gamma, hs, hz,
+        *_strides(q), *_strides(k), *_strides(fq), *_strides(fk), *_strides(v), *_strides(o),
+        t, h, hs.shape[1], q.shape[-1] ** -0.5, float(eps), q.shape[-1], dims.DP, dims.F, dims.DV,
+        BD=_block(q.shape[-1]), BDP=dims.BDP, BV=dims.BV, BT=dims.BT, num_warps=8,
+    )  # fmt: skip
+    return o
