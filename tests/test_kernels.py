@@ -355,7 +355,9 @@ def test_feature_map_kernel_refuses_mismatched_shapes():
 
 
 def window_against_float64(b, h, t, d, dv, dtype, device):
-    """kernels.window_attention against the quadratic hybrid form in float64: the output's relative error."""
+    """kernels.window_attention against the quadratic hybrid form in float64: the relative errors of the
+    output and of the gradients of q, k, v, fq, fk and gamma (absolute where the reference is 0: with
+    t <= 64 every key is in the window and the linear part has no gradient)."""
     from hedgehog.attention.window import quadratic_window_attention
 
     torch.manual_seed(0)
@@ -365,18 +367,34 @@ def window_against_float64(b, h, t, d, dv, dtype, device):
     with torch.no_grad():
         fq, fk = fmap(q, k)
     gamma = torch.rand(h) * 0.9 + 0.05
-    ref = quadratic_window_attention(*(x.double() for x in (q, k, v, fq, fk)), 64, gamma.double())
-    out = kernels.window_attention(*(x.to(device, dtype) for x in (q, k, v, fq, fk)), gamma.to(device))
+    refs = [x.double().requires_grad_() for x in (q, k, v, fq, fk, gamma)]
+    ref = quadratic_window_attention(*refs[:5], 64, refs[5])
+    grad = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, refs, grad)
+    inputs = [
+        x.to(device, dtype if x is not gamma else torch.float32).requires_grad_()
+        for x in (q, k, v, fq, fk, gamma)
+    ]
+    out = kernels.window_attention(*inputs)
     assert out.dtype == dtype and out.shape == v.shape
-    return rel(out.cpu(), ref)
+    grads = torch.autograd.grad(out, inputs, grad.to(device, dtype))
+    return [
+        rel(x.cpu(), r) if r.norm() > 0 else x.abs().max().item()
+        for x, r in zip((out, *grads), (ref, *ref_grads), strict=True)
+    ]
 
 
 @interpreter
-@pytest.mark.parametrize(("t", "d", "dv"), [(150, 16, 16), (64, 16, 24), (200, 12, 16)])
+@pytest.mark.parametrize(
+    ("t", "d", "dv"), [(150, 16, 16), (64, 16, 24), (200, 12, 16), (40, 16, 16), (130, 16, 160)]
+)
 def test_window_kernel_logic_fp32(t, d, dv):
-    """The hybrid's forward kernel (window of one chunk, the linear part through the stored states and the
-    early part of the previous chunk) gives the quadratic form's output, tails and padded blocks included."""
-    assert window_against_float64(2, 3, t, d, dv, torch.float32, "cpu") < 1e-5
+    """The hybrid's kernels (window of one chunk; the linear part through the stored states and the early
+    part of the previous chunk; its backward as causal linear attention on keys one window later, plus the
+    window's softmax gradient through the row max) give the quadratic form's output and every gradient:
+    tails, padded blocks, sequences within one window and two value blocks included."""
+    errors = window_against_float64(2, 3, t, d, dv, torch.float32, "cpu")
+    assert max(errors) < 1e-5, errors
 
 
 def test_window_kernel_refuses_what_it_does_not_take():
@@ -389,8 +407,6 @@ def test_window_kernel_refuses_what_it_does_not_take():
         kernels.window_attention(q, k, v, f, f, torch.full((3,), 0.5))
     with pytest.raises(ValueError, match="matching q"):
         kernels.window_attention(q, k, v, f[:, :, :60], f[:, :, :60], gamma)
-    with pytest.raises(ValueError, match="forward only"):
-        kernels.window_attention(q, k, v, f, f, gamma.requires_grad_())
 
 
 # ---------------------------------------------------------------- GPU (compiled)
@@ -590,8 +606,10 @@ def test_gpu_feature_map_kernel(activation, d):
 @pytest.mark.gpu
 @pytest.mark.parametrize(("d", "t"), [(64, 1000), (128, 777)])
 def test_gpu_window_kernel(d, t):
-    """The hybrid's forward kernel compiled, bf16, Hedgehog features of head dims 64 and 128: against float64."""
-    assert window_against_float64(2, 4, t, d, d, torch.bfloat16, "cuda") < GPU_TOL
+    """The hybrid's kernels compiled, bf16, Hedgehog features of head dims 64 and 128: output and every
+    gradient against float64."""
+    errors = window_against_float64(2, 4, t, d, d, torch.bfloat16, "cuda")
+    assert max(errors) < GPU_TOL, errors
 
 
 @pytest.mark.gpu

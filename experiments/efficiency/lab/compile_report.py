@@ -120,7 +120,8 @@ def main() -> None:
         ("dk, dv", KERNELS["dkv"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("map fwd", K._map_fwd_kernel, dict(MODE=1)),  # hedgehog_features
         ("map bwd", K._map_bwd_kernel, dict(MODE=1)),
-        ("window fwd", K._window_fwd_kernel, dict(BT=64)),  # window_attention (the hybrid), features given
+        ("window fwd", K._window_fwd_kernel, dict(BT=64, STORE_RES=True)),  # window_attention (the hybrid)
+        ("window bwd", K._window_bwd_kernel, dict(BT=64, BV=min(128, d), NV=1)),
     ]
     print(
         f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "

@@ -939,6 +939,8 @@ def _window_fwd_kernel(
     fk_ptr,
     v_ptr,
     o_ptr,
+    res_ptr,
+    rden_ptr,
     gamma_ptr,
     hs_ptr,
     hz_ptr,
@@ -973,6 +975,7 @@ def _window_fwd_kernel(
     BDP: tl.constexpr,
     BV: tl.constexpr,
     BT: tl.constexpr,
+    STORE_RES: tl.constexpr,
 ):
     """Sliding-window hybrid (hedgehog.attention.window), causal, window = BT: outputs of one chunk c.
 
@@ -980,7 +983,8 @@ def _window_fwd_kernel(
     m_i their max): the earlier part of its own chunk and the later part of chunk c - 1. Keys j <= i - BT
     enter linearly (phi(q_i) / gamma_h . phi(k_j)): chunks before c - 1 through the stored state before
     chunk c - 1, and the early part of chunk c - 1 exactly. One normaliser over both parts. Features are
-    given (generic mode), fq and fk (B, H, T, F) in halves as the other kernels take them.
+    given (generic mode), fq and fk (B, H, T, F) in halves as the other kernels take them. For the
+    backward: 1 / (den + eps) to rden and, with STORE_RES, o's rounding residual to res (as _fwd_kernel).
     """
     iv, ic, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
@@ -989,7 +993,6 @@ def _window_fwd_kernel(
     fq_ptr += ib * sfb + ih * sfh
     fk_ptr += ib * sgb + ih * sgh
     v_ptr += ib * svb + ih * svh
-    o_ptr += ib * sob + ih * soh
     offs_v = iv * BV + tl.arange(0, BV)
     offs_p = tl.arange(0, BDP)
     offs_d = tl.arange(0, BD)
@@ -1003,27 +1006,14 @@ def _window_fwd_kernel(
     hc = tl.maximum(ic - 1, 0) * 2
     dm = offs_d[None, :] < D
     q = tl.load(q_ptr + offs_t[:, None] * sqt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
-    k = tl.load(k_ptr + offs_t[:, None] * skt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
-    kp = tl.load(k_ptr + offs_s[:, None] * skt + offs_d[None, :], mask=pm[:, None] & dm, other=0.0).to(PROJ)
-    s_cur = tl.dot(q, tl.trans(k)) * scale
-    s_prev = tl.dot(q, tl.trans(kp)) * scale
-    row = tl.arange(0, BT)[:, None]
-    col = tl.arange(0, BT)[None, :]
-    win_cur = (row >= col) & rm[None, :]
-    win_prev = (row < col) & pm[None, :]
-    lin_prev = (row >= col) & pm[None, :]
-    s_cur = tl.where(win_cur, s_cur, float("-inf"))
-    s_prev = tl.where(win_prev, s_prev, float("-inf"))
-    m = tl.maximum(tl.max(s_cur, 1), tl.max(s_prev, 1))
-    m = tl.where(m == float("-inf"), 0.0, m)  # a padded row (beyond T) with no key in its window
-    a_cur = tl.where(win_cur, tl.exp(s_cur - m[:, None]), 0.0)
-    a_prev = tl.where(win_prev, tl.exp(s_prev - m[:, None]), 0.0)
+    a_cur, a_prev, _, _, _, _ = _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD, BT)
+    lin_prev = (tl.arange(0, BT)[:, None] >= tl.arange(0, BT)[None, :]) & pm[None, :]
     inv_gamma = 1.0 / tl.load(gamma_ptr + ih)
     num = tl.zeros((BT, BV), tl.float32)
     den = tl.zeros((BT,), tl.float32)
     for half in tl.static_range(2):
-        fq = _tile_half(m, m, fq_ptr, sft, offs_t, rm, half, DP, F, 0, BDP) * inv_gamma
-        fkp = _tile_half(m, m, fk_ptr, sgt, offs_s, pm, half, DP, F, 0, BDP)
+        fq = _tile_half(den, den, fq_ptr, sft, offs_t, rm, half, DP, F, 0, BDP) * inv_gamma
+        fkp = _tile_half(den, den, fk_ptr, sgt, offs_s, pm, half, DP, F, 0, BDP)
         s, zs = _load_state(hs_ptr, hz_ptr, hc + half, offs_p, offs_v, DV, BDP)
         num += tl.dot(fq.to(DOT), s) * has_prev
         den += tl.sum(fq * zs[None, :], 1) * has_prev
@@ -1032,9 +1022,149 @@ def _window_fwd_kernel(
     vp = tl.load(v_ptr + offs_s[:, None] * svt + offs_v[None, :], mask=pm[:, None] & vm[None, :], other=0.0)
     num += tl.dot(a_cur.to(DOT), v.to(DOT)) + tl.dot(a_prev.to(DOT), vp.to(DOT))
     den += tl.sum(a_cur, 1) + tl.sum(a_prev, 1)
-    o = num / (den + eps)[:, None]
+    rden = 1.0 / (den + eps)
+    o = num * rden[:, None]
+    o_low = o.to(o_ptr.dtype.element_ty)
+    o_offs = ib * sob + ih * soh + offs_t[:, None] * sot + offs_v[None, :]
+    tl.store(o_ptr + o_offs, o_low, mask=rm[:, None] & vm[None, :])
+    if STORE_RES:
+        tl.store(
+            res_ptr + o_offs,
+            (o - o_low.to(tl.float32)).to(o_ptr.dtype.element_ty),
+            mask=rm[:, None] & vm[None, :],
+        )
+    if iv == 0:
+        tl.store(rden_ptr + ibh * T + offs_t, rden, mask=rm)
+
+
+@triton.jit
+def _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD: tl.constexpr, BT: tl.constexpr):
+    """The hybrid's window terms of one query chunk: exp(s - m) over its own chunk's keys (e_cur) and the
+    previous chunk's (e_prev), 0 outside the window, and where each row's max m is taken (at_cur, at_prev)."""
+    offs_d = tl.arange(0, BD)
+    dm = offs_d[None, :] < D
+    k = tl.load(k_ptr + offs_t[:, None] * skt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
+    kp = tl.load(k_ptr + offs_s[:, None] * skt + offs_d[None, :], mask=pm[:, None] & dm, other=0.0).to(PROJ)
+    row = tl.arange(0, BT)[:, None]
+    col = tl.arange(0, BT)[None, :]
+    win_cur = (row >= col) & rm[None, :]
+    win_prev = (row < col) & pm[None, :]
+    s_cur = tl.where(win_cur, tl.dot(q, tl.trans(k)) * scale, float("-inf"))
+    s_prev = tl.where(win_prev, tl.dot(q, tl.trans(kp)) * scale, float("-inf"))
+    m = tl.maximum(tl.max(s_cur, 1), tl.max(s_prev, 1))
+    m = tl.where(m == float("-inf"), 0.0, m)
+    e_cur = tl.where(win_cur, tl.exp(s_cur - m[:, None]), 0.0)
+    e_prev = tl.where(win_prev, tl.exp(s_prev - m[:, None]), 0.0)
+    at_cur = win_cur & (s_cur == m[:, None])
+    at_prev = win_prev & (s_prev == m[:, None])
+    return e_cur, e_prev, at_cur, at_prev, k, kp
+
+
+@triton.jit
+def _window_bwd_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    g_ptr,
+    dq_ptr,
+    dk_ptr,
+    dv_ptr,
+    rden_ptr,
+    delta_ptr,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    svb,
+    svh,
+    svt,
+    sgb,
+    sgh,
+    sgt,
+    sdb,
+    sdh,
+    sdt,
+    sevb,
+    sevh,
+    sevt,
+    T,
+    H,
+    scale,
+    D,
+    DV,
+    BD: tl.constexpr,
+    BV: tl.constexpr,
+    NV: tl.constexpr,
+    BT: tl.constexpr,
+):
+    """The hybrid's window part backward for one query chunk (the linear part's is the generic backward's).
+
+    With g_hat = g / den', delta = -(g . o) / den', a window weight e_ij = exp(s_ij - m_i) gets
+    P_ij = g_hat_i . v_j + delta_i; through m_i (the row's max, shared among ties as torch's amax does)
+    ds_ij = e_ij P_ij - [j at the max] sum_k e_ik P_ik / ties. dq is stored; dk and the window part of dv
+    are added (fp32, atomically) to this chunk's keys and the previous chunk's, which the next program
+    also reaches.
+    """
+    ic, ibh = tl.program_id(0), tl.program_id(1)
+    ib, ih = ibh // H, ibh % H
+    q_ptr += ib * sqb + ih * sqh
+    k_ptr += ib * skb + ih * skh
+    v_ptr += ib * svb + ih * svh
+    g_ptr += ib * sgb + ih * sgh
+    offs_t = ic * BT + tl.arange(0, BT)
+    offs_s = offs_t - BT
+    rm = offs_t < T
+    pm = (offs_s >= 0) & (offs_s < T)
+    offs_d = tl.arange(0, BD)
+    dm = offs_d[None, :] < D
+    q = tl.load(q_ptr + offs_t[:, None] * sqt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
+    e_cur, e_prev, at_cur, at_prev, k, kp = _window_scores(
+        q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD, BT
+    )
+    rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
+    delta = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0)
+    p_cur = tl.zeros((BT, BT), tl.float32) + delta[:, None]
+    p_prev = tl.zeros((BT, BT), tl.float32) + delta[:, None]
+    for iv in tl.static_range(NV):
+        offs_v = iv * BV + tl.arange(0, BV)
+        vm = offs_v[None, :] < DV
+        g = tl.load(g_ptr + offs_t[:, None] * sgt + offs_v[None, :], mask=rm[:, None] & vm, other=0.0)
+        g = (g.to(tl.float32) * rden[:, None]).to(DOT)
+        v = tl.load(v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm, other=0.0)
+        vp = tl.load(v_ptr + offs_s[:, None] * svt + offs_v[None, :], mask=pm[:, None] & vm, other=0.0)
+        p_cur += tl.dot(g, tl.trans(v.to(DOT)))
+        p_prev += tl.dot(g, tl.trans(vp.to(DOT)))
+        tl.atomic_add(
+            dv_ptr + ib * sevb + ih * sevh + offs_t[:, None] * sevt + offs_v[None, :],
+            tl.dot(tl.trans(e_cur.to(DOT)), g),
+            mask=rm[:, None] & vm,
+        )
+        tl.atomic_add(
+            dv_ptr + ib * sevb + ih * sevh + offs_s[:, None] * sevt + offs_v[None, :],
+            tl.dot(tl.trans(e_prev.to(DOT)), g),
+            mask=pm[:, None] & vm,
+        )
+    ep_cur = e_cur * p_cur
+    ep_prev = e_prev * p_prev
+    through_max = (tl.sum(ep_cur, 1) + tl.sum(ep_prev, 1)) / tl.maximum(
+        tl.sum(at_cur.to(tl.float32), 1) + tl.sum(at_prev.to(tl.float32), 1), 1.0
+    )
+    ds_cur = (ep_cur - tl.where(at_cur, through_max[:, None], 0.0)) * scale
+    ds_prev = (ep_prev - tl.where(at_prev, through_max[:, None], 0.0)) * scale
+    dq = tl.dot(ds_cur.to(DOT), k.to(DOT)) + tl.dot(ds_prev.to(DOT), kp.to(DOT))
     tl.store(
-        o_ptr + offs_t[:, None] * sot + offs_v[None, :],
-        o.to(o_ptr.dtype.element_ty),
-        mask=rm[:, None] & vm[None, :],
+        dq_ptr + ib * sdb + ih * sdh + offs_t[:, None] * sdt + offs_d[None, :], dq, mask=rm[:, None] & dm
+    )
+    qd = q.to(DOT)
+    tl.atomic_add(
+        dk_ptr + ib * sdb + ih * sdh + offs_t[:, None] * sdt + offs_d[None, :],
+        tl.dot(tl.trans(ds_cur.to(DOT)), qd),
+        mask=rm[:, None] & dm,
+    )
+    tl.atomic_add(
+        dk_ptr + ib * sdb + ih * sdh + offs_s[:, None] * sdt + offs_d[None, :],
+        tl.dot(tl.trans(ds_prev.to(DOT)), qd),
+        mask=pm[:, None] & dm,
     )

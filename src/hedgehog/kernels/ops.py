@@ -372,64 +372,79 @@ class _LinearAttentionFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_o, _grad_s, _grad_z):
         q, k, v, o, res, wq, bq, wk, bk, kmask, rden, saved_s, saved_z = ctx.saved_tensors
-        cfg, dims = ctx.cfg, ctx.dims
         has_mask, has_res, has_s0 = ctx.flags
-        b, h, t = q.shape[:3]
-        bh = b * h
         g = _unit(grad_o)
-        delta = torch.empty(bh, t, device=q.device, dtype=torch.float32)
-        K._delta_kernel[(triton.cdiv(t, DELTA_TOKENS), bh)](
-            o, res, g, rden, delta, *_strides(o), *_strides(g), t, h, dims.DV,
-            HAS_RES=has_res, BDV=_pow2(dims.DV),
-        )  # fmt: skip
-        fwd_args = (k, v, wk, bk, kmask, has_mask, q, q)
-        bwd_args = (q, g, wq, bq, q, False, rden, delta)
-        if cfg.causal:
-            s0, z0 = (saved_s, saved_z) if has_s0 else (None, None)
-            hs, hz, _, _ = _chunk_states(*fwd_args, s0, z0, dims, cfg, t, h, False)
-        else:
-            hs, hz = saved_s, saved_z
-        atomic = dims.NV > 1
-        if atomic:
-            dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
-            dk = torch.zeros(k.shape, device=k.device, dtype=torch.float32)
-        else:
-            dq, dk = torch.empty_like(q), torch.empty_like(k)
-        dv = torch.empty_like(v)
-        hedgehog = dims.mode != 0
-        dwq = torch.zeros(h, dims.D, dims.DP, device=q.device, dtype=torch.float32) if hedgehog else q
-        dbq = torch.zeros(h, dims.DP, device=q.device, dtype=torch.float32) if hedgehog else q
-        dwk = torch.zeros_like(dwq) if hedgehog else q
-        dbk = torch.zeros_like(dbq) if hedgehog else q
-        common = dict(
-            MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
-            BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT,
-        )  # fmt: skip
-        per_sm = _LAUNCH.get("split", {}).get("group", 8)
-        group_len = _split_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT, per_sm)
-        grid = (dims.NV, triton.cdiv(t, group_len), bh)
-        K._dq_kernel[grid](
-            q, k, v, g, dq, wq, bq, wk, bk, kmask, hs, hz, rden, delta, dwq, dbq,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq), t,
-            t, h, hs.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
-            **_launch("dq", dims),
-        )  # fmt: skip
-        del hs, hz  # the forward's states and the reverse ones are never held at once (peak memory)
-        if cfg.causal:
-            hr, hrz, _, _ = _chunk_states(*bwd_args, None, None, dims, cfg, t, h, True)
-        else:
-            hr, hrz, _, _ = _total_state(*bwd_args, dims, cfg, t, h, True)
-        K._dkv_kernel[grid](
-            q, k, v, g, dk, dv, wq, bq, wk, bk, kmask, hr, hrz, rden, delta, dwk, dbk,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), t,
-            t, h, hr.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
-            **_launch("dkv", dims),
-        )  # fmt: skip
-        if atomic:
-            dq, dk = dq.to(q.dtype), dk.to(k.dtype)
-        if not hedgehog:
-            return dq, dk, dv, None, None, None, None, None, None, None, None
-        return dq, dk, dv, dwq, dbq, dwk, dbk, None, None, None, None
+        delta = _delta(o, res, g, rden, has_res)
+        saved = (saved_s, saved_z) if has_s0 or not ctx.cfg.causal else (None, None)
+        grads = _linear_backward(
+            g, delta, q, k, v, wq, bq, wk, bk, kmask, has_mask, rden, *saved, ctx.dims, ctx.cfg
+        )
+        return (*grads, None, None, None, None)
+
+
+def _delta(o: Tensor, res: Tensor, g: Tensor, rden: Tensor, has_res: bool) -> Tensor:
+    """delta = -(g . o) / den' per token (B H, T) fp32, o read with its stored rounding residual."""
+    b, h, t, dv = o.shape
+    delta = torch.empty(b * h, t, device=o.device, dtype=torch.float32)
+    K._delta_kernel[(triton.cdiv(t, DELTA_TOKENS), b * h)](
+        o, res, g, rden, delta, *_strides(o), *_strides(g), t, h, dv, HAS_RES=has_res, BDV=_pow2(dv),
+    )  # fmt: skip
+    return delta
+
+
+def _linear_backward(g, delta, q, k, v, wq, bq, wk, bk, kmask, has_mask, rden, saved_s, saved_z, dims, cfg):
+    """dq, dk, dv (and dWq, dbq, dWk, dbk in the Hedgehog modes, else None) of linear attention from the
+    upstream g, delta and 1/den' (rden). Causal: the forward's chunk states are recomputed (from saved_s,
+    saved_z as the initial state when given); non-causal: saved_s, saved_z are the stored total."""
+    b, h, t = q.shape[:3]
+    bh = b * h
+    fwd_args = (k, v, wk, bk, kmask, has_mask, q, q)
+    bwd_args = (q, g, wq, bq, q, False, rden, delta)
+    if cfg.causal:
+        hs, hz, _, _ = _chunk_states(*fwd_args, saved_s, saved_z, dims, cfg, t, h, False)
+    else:
+        hs, hz = saved_s, saved_z
+    atomic = dims.NV > 1
+    if atomic:
+        dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+        dk = torch.zeros(k.shape, device=k.device, dtype=torch.float32)
+    else:
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dv = torch.empty_like(v)
+    hedgehog = dims.mode != 0
+    dwq = torch.zeros(h, dims.D, dims.DP, device=q.device, dtype=torch.float32) if hedgehog else q
+    dbq = torch.zeros(h, dims.DP, device=q.device, dtype=torch.float32) if hedgehog else q
+    dwk = torch.zeros_like(dwq) if hedgehog else q
+    dbk = torch.zeros_like(dbq) if hedgehog else q
+    common = dict(
+        MODE=dims.mode, CAUSAL=cfg.causal, HAS_MASK=has_mask, ATOMIC=atomic,
+        BD=dims.BD, BDP=dims.BDP, BV=dims.BV, BT=dims.BT,
+    )  # fmt: skip
+    per_sm = _LAUNCH.get("split", {}).get("group", 8)
+    group_len = _split_len(t, bh * dims.NV, q.device, cfg.segment_len, dims.BT, per_sm)
+    grid = (dims.NV, triton.cdiv(t, group_len), bh)
+    K._dq_kernel[grid](
+        q, k, v, g, dq, wq, bq, wk, bk, kmask, hs, hz, rden, delta, dwq, dbq,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq), t,
+        t, h, hs.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
+        **_launch("dq", dims),
+    )  # fmt: skip
+    del hs, hz  # the forward's states and the reverse ones are never held at once (peak memory)
+    if cfg.causal:
+        hr, hrz, _, _ = _chunk_states(*bwd_args, None, None, dims, cfg, t, h, True)
+    else:
+        hr, hrz, _, _ = _total_state(*bwd_args, dims, cfg, t, h, True)
+    K._dkv_kernel[grid](
+        q, k, v, g, dk, dv, wq, bq, wk, bk, kmask, hr, hrz, rden, delta, dwk, dbk,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), t,
+        t, h, hr.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
+        **_launch("dkv", dims),
+    )  # fmt: skip
+    if atomic:
+        dq, dk = dq.to(q.dtype), dk.to(k.dtype)
+    if not hedgehog:
+        return dq, dk, dv, None, None, None, None
+    return dq, dk, dv, dwq, dbq, dwk, dbk
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -631,7 +646,71 @@ def hedgehog_features(
     return _HedgehogMapFn.apply(_unit(x), *params, K.MODES[activation], 1.0 / float(temperature))
 
 
-WINDOW = 64  # the window the hybrid kernel takes: one chunk of 64 tokens
+WINDOW = 64  # the window the hybrid kernels take: one chunk of 64 tokens
+
+
+class _WindowFn(torch.autograd.Function):
+    """The sliding-window hybrid, causal, window = one chunk, features given.
+
+    Forward: the linear state before each chunk (the state walk), then `_window_fwd_kernel`. Backward: the
+    linear part is causal linear attention between the queries phi(q) / gamma and the keys and values
+    shifted one window later (key j counts for queries i >= j + 64), so the generic backward gives its
+    gradients from the hybrid's own 1 / den' and delta; `_window_bwd_kernel` adds the window part's.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, fq, fk, gamma, eps: float):
+        dims = _dims(0, fq, v, None)._replace(BT=WINDOW)
+        b, h, t = q.shape[:3]
+        cfg = _Config(0, True, eps, 1.0, None)
+        hs, hz, _, _ = _chunk_states(fk, v, fk, fk, fk, False, fk, fk, None, None, dims, cfg, t, h, False)
+        o = torch.empty_like(v)
+        store_res = v.dtype in (torch.float16, torch.bfloat16) and any(ctx.needs_input_grad[:6])
+        res = torch.empty_like(v) if store_res else o
+        rden = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+        # 8 warps: 216 B of spills per thread on sm_90 at head dim 64 (800 B at 4), 1.4 KB at 128
+        # (experiments/efficiency/lab/compile_report.py)
+        K._window_fwd_kernel[(dims.NV, triton.cdiv(t, dims.BT), b * h)](
+            q, k, fq, fk, v, o, res, rden, gamma, hs, hz,
+            *_strides(q), *_strides(k), *_strides(fq), *_strides(fk), *_strides(v), *_strides(o),
+            t, h, hs.shape[1], q.shape[-1] ** -0.5, eps, q.shape[-1], dims.DP, dims.F, dims.DV,
+            BD=_block(q.shape[-1]), BDP=dims.BDP, BV=dims.BV, BT=dims.BT, STORE_RES=store_res, num_warps=8,
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, fq, fk, gamma, o, res, rden)
+        ctx.store_res, ctx.eps = store_res, eps
+        return o
+
+    @staticmethod
+    def backward(ctx, grad_o):
+        q, k, v, fq, fk, gamma, o, res, rden = ctx.saved_tensors
+        b, h, t, d = q.shape
+        g = _unit(grad_o)
+        delta = _delta(o, res, g, rden, ctx.store_res)
+        # the linear part: phi(q) / gamma against keys and values one window later
+        u = (fq.float() / gamma[:, None, None]).to(fq.dtype)
+        fk_later, v_later = (torch.nn.functional.pad(x, (0, 0, WINDOW, 0))[:, :, :t] for x in (fk, v))
+        dims = _dims(0, u, v_later, None)
+        cfg = _Config(0, True, ctx.eps, 1.0, None)
+        du, dfk_later, dv_later, *_ = _linear_backward(
+            g, delta, u, fk_later, v_later, u, u, u, u, u, False, rden, None, None, dims, cfg
+        )
+        # the window part
+        dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        dk = torch.zeros(k.shape, device=k.device, dtype=torch.float32)
+        dv = torch.zeros(v.shape, device=v.device, dtype=torch.float32)
+        bv = min(128, _block(v.shape[-1]))
+        K._window_bwd_kernel[(triton.cdiv(t, WINDOW), b * h)](
+            q, k, v, g, dq, dk, dv, rden, delta,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq), *_strides(dv),
+            t, h, d ** -0.5, d, v.shape[-1],
+            BD=_block(d), BV=bv, NV=triton.cdiv(v.shape[-1], bv), BT=WINDOW, num_warps=8,
+        )  # fmt: skip
+        earlier = (0, 0, 0, min(WINDOW, t))  # gradients of the shifted keys, values back to their positions
+        dv = dv + torch.nn.functional.pad(dv_later[:, :, WINDOW:].float(), earlier)
+        dfk = torch.nn.functional.pad(dfk_later[:, :, WINDOW:], earlier)
+        dgamma = -(du.float() * u.float()).sum((0, 2, 3)) / gamma
+        dfq = (du.float() / gamma[:, None, None]).to(fq.dtype)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dfq, dfk, dgamma, None
 
 
 def window_attention(
@@ -644,19 +723,12 @@ def window_attention(
     window: int = WINDOW,
     eps: float = 1e-6,
 ) -> Tensor:
-    """The sliding-window hybrid (``hedgehog.attention.window``), causal, forward only: exact softmax over
-    the last ``window`` keys, linear attention on the features fq, fk (B, H, T, F) before them, one
-    normaliser, ``window_factor`` gamma (H,) in (0, 1]. q, k (B, H, T, D), v (B, H, T, Dv).
-
-    For inference (the prefill of a hybrid model); training runs the PyTorch forms, which have the
-    backward. The window is one chunk of the kernels: 64 tokens.
+    """The sliding-window hybrid (``hedgehog.attention.window``), causal: exact softmax over the last
+    ``window`` keys, linear attention on the features fq, fk (B, H, T, F) before them, one normaliser,
+    ``window_factor`` gamma (H,) in (0, 1]. q, k (B, H, T, D), v (B, H, T, Dv). Gradients flow to q, k, v,
+    fq, fk and gamma. The window is one chunk of the kernels: 64 tokens.
     """
     _check(q, k, v)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, fq, fk, window_factor)):
-        raise ValueError(
-            "the hybrid kernel is forward only (no backward yet): call it under torch.no_grad() or "
-            "torch.inference_mode(), and train with the PyTorch forms in hedgehog.attention.window"
-        )
     if fq.shape[:3] != q.shape[:3] or fk.shape != fq.shape:
         raise ValueError(
             f"fq, fk must be (batch, heads, tokens, features) matching q; got {tuple(fq.shape)}, {tuple(fk.shape)} "
@@ -675,18 +747,4 @@ def window_attention(
             "use hedgehog.attention.window"
         )
     q, k, v, fq, fk = (_unit(x) for x in (q, k, v, fq, fk))
-    # 8 warps: 216 B of spills per thread on sm_90 at head dim 64 (800 B at 4), 1.4 KB at 128
-    # (experiments/efficiency/lab/compile_report.py)
-    dims = _dims(0, fq, v, None)._replace(BT=WINDOW)
-    b, h, t = q.shape[:3]
-    cfg = _Config(0, True, float(eps), 1.0, None)
-    hs, hz, _, _ = _chunk_states(fk, v, fk, fk, fk, False, fk, fk, None, None, dims, cfg, t, h, False)
-    o = torch.empty_like(v)
-    gamma = window_factor.detach().float().contiguous()
-    K._window_fwd_kernel[(dims.NV, triton.cdiv(t, dims.BT), b * h)](
-        q, k, fq, fk, v, o, gamma, hs, hz,
-        *_strides(q), *_strides(k), *_strides(fq), *_strides(fk), *_strides(v), *_strides(o),
-        t, h, hs.shape[1], q.shape[-1] ** -0.5, float(eps), q.shape[-1], dims.DP, dims.F, dims.DV,
-        BD=_block(q.shape[-1]), BDP=dims.BDP, BV=dims.BV, BT=dims.BT, num_warps=8,
-    )  # fmt: skip
-    return o
+    return _WindowFn.apply(q, k, v, fq, fk, window_factor.float().contiguous(), float(eps))
