@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -41,23 +42,32 @@ def gpt2(attention: str, n_positions: int, device: str, size: dict) -> torch.nn.
     return model
 
 
+def training_step(
+    attention: str, length: int, tokens: int, device: str, size: dict, n_positions: int
+) -> Callable[[], None]:
+    """One training step of the harness's GPT-2 on ``tokens`` random tokens in rows of ``length`` (bf16
+    autocast, fused AdamW on CUDA), as a closure over the model, its optimizer and the batch."""
+    torch.manual_seed(0)
+    model = gpt2(attention, n_positions, device, size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    ids = torch.randint(0, model.config.vocab_size, (tokens // length, length), device=device)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, steps: int) -> list[dict]:
     """Training tokens/s (bf16 autocast, fused AdamW on CUDA) of SDPA and Hedgehog GPT-2, same harness."""
     rows = []
     for attention in ("sdpa", "hedgehog"):
         for t in lengths:
-            torch.manual_seed(0)
-            model = gpt2(attention, max(lengths), device, size)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
-            ids = torch.randint(0, model.config.vocab_size, (tokens // t, t), device=device)
-
-            def step(model=model, optimizer=optimizer, ids=ids):
-                with torch.autocast(device, dtype=torch.bfloat16):
-                    loss = model(input_ids=ids, labels=ids).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
+            step = training_step(attention, t, tokens, device, size, max(lengths))
             for _ in range(2):
                 step()
             sync(device)
@@ -78,7 +88,7 @@ def train_throughput(device: str, lengths: list[int], tokens: int, size: dict, s
                 f"train {attention:8s} T={t:>6d} {step_ms:9.1f} ms/step {row['tokens_per_s']:>10.0f} tokens/s",
                 flush=True,
             )
-            del model, optimizer, ids
+            del step  # the model, optimizer and batch with it
     return rows
 
 

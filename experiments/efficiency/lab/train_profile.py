@@ -13,24 +13,13 @@ import time
 
 import torch
 
-from experiments.efficiency.model_bench import GPT2_125M, GPT2_TINY, gpt2
+from experiments.efficiency.model_bench import GPT2_125M, GPT2_TINY, training_step
 from experiments.efficiency.timing import sync
 
 
 def profile(attention: str, length: int, tokens: int, top: int, device: str, size: dict) -> float:
     """Print the step's wall time and its ``top`` device kernels; returns the summed device time (ms)."""
-    torch.manual_seed(0)
-    model = gpt2(attention, length, device, size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
-    ids = torch.randint(0, model.config.vocab_size, (tokens // length, length), device=device)
-
-    def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step = training_step(attention, length, tokens, device, size, length)
     for _ in range(2):
         step()
     sync(device)
