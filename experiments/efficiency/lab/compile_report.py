@@ -118,8 +118,8 @@ def main() -> None:
         ("forward", KERNELS["fwd"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, STORE_RES=True)),
         ("dq", KERNELS["dq"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("dk, dv", KERNELS["dkv"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
-        ("map fwd", K._map_fwd_kernel, dict(MODE=1)),  # hedgehog_features
-        ("map bwd", K._map_bwd_kernel, dict(MODE=1)),
+        ("map fwd", K._map_fwd_kernel, dict(MODE=1, BT=64)),  # hedgehog_features, tiles of 64 as launched
+        ("map bwd", K._map_bwd_kernel, dict(MODE=1, BT=64)),
         ("window fwd", K._window_fwd_kernel, dict(BT=64, STORE_RES=True)),  # window_attention (the hybrid)
         ("window bwd", K._window_bwd_kernel, dict(BT=64, BV=min(128, d), NV=1)),
     ]

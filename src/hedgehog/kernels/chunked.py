@@ -117,18 +117,24 @@ def _tile_z(
 
 
 @triton.jit
+def _load_half(x_ptr, stride_t, offs_t, rm, half, DP, F, BDP: tl.constexpr):
+    """Feature half ``half`` of one tile (BT x BDP, fp32) of features written in memory (B, H, T, F)."""
+    offs_p = tl.arange(0, BDP)
+    width = DP + half * (F - 2 * DP)
+    return tl.load(
+        x_ptr + offs_t[:, None] * stride_t + half * DP + offs_p[None, :],
+        mask=rm[:, None] & (offs_p[None, :] < width),
+        other=0.0,
+    ).to(tl.float32)
+
+
+@triton.jit
 def _tile_half(z, m, x_ptr, stride_t, offs_t, rm, half, DP, F, MODE: tl.constexpr, BDP: tl.constexpr):
     """Feature half ``half`` of one tile (BT x BDP, fp32): from z (Hedgehog) or loaded (generic)."""
-    offs_p = tl.arange(0, BDP)
     if MODE == 0:
-        width = DP + half * (F - 2 * DP)
-        return tl.load(
-            x_ptr + offs_t[:, None] * stride_t + half * DP + offs_p[None, :],
-            mask=rm[:, None] & (offs_p[None, :] < width),
-            other=0.0,
-        ).to(tl.float32)
+        return _load_half(x_ptr, stride_t, offs_t, rm, half, DP, F, BDP)
     else:
-        return _half_features(z, m, offs_p < DP, half, MODE)
+        return _half_features(z, m, tl.arange(0, BDP) < DP, half, MODE)
 
 
 @triton.jit
@@ -923,7 +929,7 @@ def _map_bwd_kernel(
     dz = tl.zeros((BT, BDP), tl.float32)
     for half in tl.static_range(2):
         f = _half_features(z, m, cm, half, MODE)
-        df = _tile_half(z, m, df_ptr, sgt, offs_t, rm, half, DP, F, 0, BDP)
+        df = _load_half(df_ptr, sgt, offs_t, rm, half, DP, F, BDP)
         dz += _half_backward(f, df, half, MODE)
     dz = tl.where(rm[:, None] & cm[None, :], dz * inv_temp, 0.0)
     _store_input_grad(dx_ptr + ib * sdb + ih * sdh, sdt, offs_t, rm, dz, w_ptr, D, DP, False, BD, BDP)
@@ -1012,8 +1018,8 @@ def _window_fwd_kernel(
     num = tl.zeros((BT, BV), tl.float32)
     den = tl.zeros((BT,), tl.float32)
     for half in tl.static_range(2):
-        fq = _tile_half(den, den, fq_ptr, sft, offs_t, rm, half, DP, F, 0, BDP) * inv_gamma
-        fkp = _tile_half(den, den, fk_ptr, sgt, offs_s, pm, half, DP, F, 0, BDP)
+        fq = _load_half(fq_ptr, sft, offs_t, rm, half, DP, F, BDP) * inv_gamma
+        fkp = _load_half(fk_ptr, sgt, offs_s, pm, half, DP, F, BDP)
         s, zs = _load_state(hs_ptr, hz_ptr, hc + half, offs_p, offs_v, DV, BDP)
         num += tl.dot(fq.to(DOT), s) * has_prev
         den += tl.sum(fq * zs[None, :], 1) * has_prev

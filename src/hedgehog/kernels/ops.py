@@ -578,6 +578,17 @@ def linear_attention_decode(
     return _decode(fq, fk, v, None, None, None, None, 0, eps, 1.0, state)
 
 
+def _map_launch(d: int, dp: int) -> tuple[int, int, int]:
+    """Head-dim block, feature-half block and warps of the map kernels (tiles of 64 tokens): 4 warps at
+    head dim 64 (no spills on sm_90), 8 at 128 (208 B per thread in the backward;
+    experiments/efficiency/lab/compile_report.py)."""
+    bd, bdp = _block(d), _block(dp)
+    return bd, bdp, 8 if max(bd, bdp) > 64 else 4
+
+
+MAP_TOKENS = 64  # tokens per program of the map kernels
+
+
 class _HedgehogMapFn(torch.autograd.Function):
     """Hedgehog's feature map as two kernels: features written once (forward), and from their
     gradient dx, dW, db with the features recomputed (backward)."""
@@ -586,32 +597,30 @@ class _HedgehogMapFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, mode: int, inv_temp: float):
         b, h, t, d = x.shape
         dp = weight.shape[-1]
-        bd, bdp, bt = _block(d), _block(dp), 64
-        # 4 warps at head dim 64, 8 at 128: no spills on sm_90 (experiments/efficiency/lab/compile_report.py)
-        warps = 8 if max(bd, bdp) > 64 else 4
+        bd, bdp, warps = _map_launch(d, dp)
         w = weight.to(PROJ_DTYPE).contiguous()
         f = torch.empty(b, h, t, 2 * dp, device=x.device, dtype=x.dtype)
-        K._map_fwd_kernel[(triton.cdiv(t, bt), b * h)](
+        K._map_fwd_kernel[(triton.cdiv(t, MAP_TOKENS), b * h)](
             x, f, w, bias, *_strides(x), *_strides(f), t, h, inv_temp, d, dp, 2 * dp,
-            MODE=mode, BD=bd, BDP=bdp, BT=bt, num_warps=warps,
+            MODE=mode, BD=bd, BDP=bdp, BT=MAP_TOKENS, num_warps=warps,
         )  # fmt: skip
         ctx.save_for_backward(x, w, bias)
-        ctx.cfg = (mode, inv_temp, bd, bdp, bt, warps)
+        ctx.mode, ctx.inv_temp = mode, inv_temp
         return f
 
     @staticmethod
     def backward(ctx, grad_f):
         x, w, bias = ctx.saved_tensors
-        mode, inv_temp, bd, bdp, bt, warps = ctx.cfg
         b, h, t, d = x.shape
         dp = w.shape[-1]
+        bd, bdp, warps = _map_launch(d, dp)
         g = _unit(grad_f)
         dx = torch.empty_like(x)
         dz = torch.empty(h, b, t, dp, device=x.device, dtype=STATE_DTYPE)  # heads first: dW's GEMM
         zs = dz.stride()
-        K._map_bwd_kernel[(triton.cdiv(t, bt), b * h)](
+        K._map_bwd_kernel[(triton.cdiv(t, MAP_TOKENS), b * h)](
             x, g, dx, dz, w, bias, *_strides(x), *_strides(g), *_strides(dx), zs[1], zs[0], zs[2],
-            t, h, inv_temp, d, dp, 2 * dp, MODE=mode, BD=bd, BDP=bdp, BT=bt, num_warps=warps,
+            t, h, ctx.inv_temp, d, dp, 2 * dp, MODE=ctx.mode, BD=bd, BDP=bdp, BT=MAP_TOKENS, num_warps=warps,
         )  # fmt: skip
         # dW[h] = x[:, h]^T dz[h] over every (batch, token): one batched GEMM, fp32 accumulation
         xh = x.transpose(0, 1).reshape(h, b * t, d)

@@ -14,7 +14,7 @@ whose state changes shape or is kept elsewhere); no feature map depends on the t
 position is a Python number baked into the recording: cosFormer is refused); the batch, the model and
 its weights stay as they were recorded; greedy decoding without padding. Where CUDA graphs do not apply
 (the CPU, or ``cuda_graph=False``) the same step runs eagerly, which is what the CPU tests check the
-bookkeeping with; on the GPU the replay is checked against it (``tests/test_kernels.py``).
+bookkeeping with; on the GPU the replay is checked against it (``tests/test_decode_graph.py``).
 
     model, cache, first = ...  # prefill: model(input_ids=prompt, past_key_values=cache, use_cache=True)
     decoder = GreedyDecoder(model, cache, first, max_new_tokens=256)
