@@ -167,6 +167,16 @@ class HedgehogFeatureMap(FeatureMap):
         return torch.cat([torch.exp(z - m), torch.exp(-z - m)], dim=-1)
 
     def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
+        if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype:
+            from hedgehog import kernels  # triton is optional; imported only when a kernel runs
+
+            if kernels.supported(q.shape[-1], self.feature_dim, q.shape[-1]):
+                # the map kernels: features written once in q's dtype, the same function and gradients
+                options = {"activation": self.activation, "temperature": self.temperature}
+                return (
+                    kernels.hedgehog_features(q, self.weight_q, self.bias_q, **options),
+                    kernels.hedgehog_features(k, self.weight_k, self.bias_k, **options),
+                )
         fq = self._f(self._project(q, self.weight_q, self.bias_q))
         fk = self._f(self._project(k, self.weight_k, self.bias_k))
         return fq, fk

@@ -248,7 +248,8 @@ class SlidingWindowLinearAttention(nn.Module):
     head by gamma_h = sigmoid(``window_factor_logit``), which starts at ``window_factor`` (LoLCATs:
     0.1) and trains with the feature map in stage 1. Causal only (the hybrid serves decoder LLMs).
     ``causal_form`` as for ``LinearAttention``; the cache is a ``WindowAttentionState``: (S, z) plus
-    the last window - 1 keys and values, fixed in size. No fused kernel yet: CUDA runs the chunked form.
+    the last window - 1 keys and values, fixed in size. On CUDA in half precision, a sequence from its
+    start (no cache, no padding, window 64) runs through the hybrid's kernels (``kernels.window_attention``).
     """
 
     def __init__(
@@ -307,6 +308,10 @@ class SlidingWindowLinearAttention(nn.Module):
                 f"SlidingWindowLinearAttention continues from a WindowAttentionState, got {type(cache).__name__}"
             )
         fq, fk = self.features(q, k, cache.offset if cache is not None else 0)
+        if q.is_cuda and cache is None and key_padding_mask is None and self.causal_form == "chunked":
+            fused = self._kernel_forward(q, k, v, fq, fk)
+            if fused is not None:
+                return fused
         args = (q, k, v, fq, fk, self.window, self.window_factors())
         if self.causal_form == "recurrent" or (cache is not None and q.shape[-2] == 1):
             return recurrent_window_attention(*args, self.eps, key_padding_mask, cache)
@@ -314,3 +319,19 @@ class SlidingWindowLinearAttention(nn.Module):
             out = quadratic_window_attention(*args, self.eps, key_padding_mask)
             return out, window_attention_state(k, fk, v, self.window, key_padding_mask)
         return chunked_window_attention(*args, self.chunk_size, self.eps, key_padding_mask, cache)
+
+    def _kernel_forward(
+        self, q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor
+    ) -> tuple[Tensor, WindowAttentionState] | None:
+        """A sequence from its start through the hybrid's Triton kernels (half precision on CUDA, a window
+        of 64, sizes the kernels take), else None. The returned state, for continuing, is a constant."""
+        if q.dtype not in (torch.float16, torch.bfloat16) or self.window != 64 or q.shape[:3] != k.shape[:3]:
+            return None
+        from hedgehog import kernels  # triton is optional; imported only when a kernel runs
+
+        if not kernels.supported(q.shape[-1], fq.shape[-1], v.shape[-1]):
+            return None
+        fq, fk, v = (x.to(q.dtype) for x in (fq, fk, v))
+        out = kernels.window_attention(q, k, v, fq, fk, self.window_factors(), self.window, self.eps)
+        with torch.no_grad():
+            return out, window_attention_state(k, fk, v, self.window)

@@ -1077,6 +1077,7 @@ def _window_bwd_kernel(
     dv_ptr,
     rden_ptr,
     delta_ptr,
+    ep_ptr,
     sqb,
     sqh,
     sqt,
@@ -1111,7 +1112,7 @@ def _window_bwd_kernel(
     P_ij = g_hat_i . v_j + delta_i; through m_i (the row's max, shared among ties as torch's amax does)
     ds_ij = e_ij P_ij - [j at the max] sum_k e_ik P_ik / ties. dq is stored; dk and the window part of dv
     are added (fp32, atomically) to this chunk's keys and the previous chunk's, which the next program
-    also reaches.
+    also reaches. Each row's sum_j e_ij P_ij is stored too (ep, fp32): the window factor's gradient.
     """
     ic, ibh = tl.program_id(0), tl.program_id(1)
     ib, ih = ibh // H, ibh % H
@@ -1154,7 +1155,9 @@ def _window_bwd_kernel(
         )
     ep_cur = e_cur * p_cur
     ep_prev = e_prev * p_prev
-    through_max = (tl.sum(ep_cur, 1) + tl.sum(ep_prev, 1)) / tl.maximum(
+    ep_row = tl.sum(ep_cur, 1) + tl.sum(ep_prev, 1)
+    tl.store(ep_ptr + ibh * T + offs_t, ep_row, mask=rm)
+    through_max = ep_row / tl.maximum(
         tl.sum(at_cur.to(tl.float32), 1) + tl.sum(at_prev.to(tl.float32), 1), 1.0
     )
     ds_cur = (ep_cur - tl.where(at_cur, through_max[:, None], 0.0)) * scale

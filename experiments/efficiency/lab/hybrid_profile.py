@@ -1,0 +1,75 @@
+"""Where the sliding-window hybrid's fwd+bwd goes (GPU): torch.profiler over one call of
+`hedgehog.kernels.window_attention` on features written by the map kernels, device kernels grouped by
+name with their summed time, at GPT-2's shape (1k) and Llama-2's (2k), 131,072 / 65,536 tokens; then the
+call's time under each launch option of the window kernels (`launch_overrides` window_fwd / window_bwd).
+Explains `hybrid_bench`'s hybrid / fused ratio (the issue's target: <= 1.3x).
+
+    python -m experiments.efficiency.lab.hybrid_profile [--top 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from experiments.efficiency.attention_bench import SHAPES, hedgehog_map
+from experiments.efficiency.timing import timer
+
+
+def inputs(shape: str, t: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """q, k, v, fq, fk (bf16, written by the map kernels) and gamma, all requiring grad, and an upstream grad."""
+    from hedgehog.kernels import hedgehog_features
+
+    cfg = SHAPES[shape]
+    b, h, d = cfg["tokens"] // t, cfg["H"], cfg["D"]
+    fmap = hedgehog_map(h, d, "cuda")
+    q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    with torch.no_grad():
+        fq = hedgehog_features(q, fmap.weight_q, fmap.bias_q)
+        fk = hedgehog_features(k, fmap.weight_k, fmap.bias_k)
+    gamma = torch.full((h,), 0.5, device="cuda")
+    return [x.requires_grad_() for x in (q, k, v, fq, fk, gamma)], torch.randn_like(v)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hedgehog.kernels import launch_overrides, window_attention
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args(argv)
+    time_ms = timer("cuda")
+    for shape, t in (("gpt2", 1024), ("llama2", 2048)):
+        xs, grad = inputs(shape, t)
+
+        def step(xs=xs, grad=grad):
+            window_attention(*xs).backward(grad)
+
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        ) as prof:
+            step()
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+        total = sum(e.self_device_time_total for e in kernels) / 1e3
+        print(f"{shape} T={t}: hybrid fwd+bwd, device kernels {total:.3f} ms in all", flush=True)
+        for e in kernels[: args.top]:
+            print(f"  {e.self_device_time_total / 1e3:8.3f} ms  {e.count:3d}x  {e.key[:100]}", flush=True)
+        for kind in ("window_fwd", "window_bwd"):
+            for warps in (4, 8):
+                for stages in (1, 2):
+                    try:
+                        with launch_overrides(**{kind: {"num_warps": warps, "num_stages": stages}}):
+                            ms = time_ms(step, xs)
+                    except Exception as err:  # a launch option that does not compile (out of resources)
+                        print(f"  {kind} warps {warps} stages {stages}: {type(err).__name__}", flush=True)
+                        continue
+                    print(f"  {kind} warps {warps} stages {stages}: fwd+bwd {ms:.3f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
