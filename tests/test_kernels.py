@@ -355,7 +355,7 @@ def test_feature_map_kernel_refuses_mismatched_shapes():
         kernels.hedgehog_features(x, torch.randn(2, 16, 16), b, activation="relu")
 
 
-def window_against_float64(b, h, t, d, dv, dtype, device):
+def window_against_float64(b, h, t, d, dv, dtype, device, tied=False):
     """kernels.window_attention against the quadratic hybrid form in float64: the relative errors of the
     output and of the gradients of q, k, v, fq, fk and gamma (absolute where the reference is 0: with
     t <= 64 every key is in the window and the linear part has no gradient).
@@ -369,6 +369,8 @@ def window_against_float64(b, h, t, d, dv, dtype, device):
     torch.manual_seed(0)
     fmap = hedgehog_map(h, d, "softmax")
     q, k = (2 * torch.randn(b, h, t, d) for _ in range(2))
+    if tied:  # keys in equal pairs: a row's max is often taken twice, exactly
+        k[:, :, 1::2] = k[:, :, 0::2][:, :, : t // 2]
     v = torch.randn(b, h, t, dv)
     with torch.no_grad():
         fq, fk = fmap(q, k)
@@ -401,6 +403,14 @@ def test_window_kernel_logic_fp32(t, d, dv):
     window's softmax gradient through the row max) give the quadratic form's output and every gradient:
     tails, padded blocks, sequences within one window and two value blocks included."""
     errors = window_against_float64(2, 3, t, d, dv, torch.float32, "cpu")
+    assert max(errors) < 1e-5, errors
+
+
+@interpreter
+def test_window_kernel_splits_the_max_among_tied_keys():
+    """Where a row's max is taken by two equal keys, its share of the gradient is split between them, as
+    the reference's amax does: in dq (per query chunk) and in dk (per key chunk, the scores recomputed)."""
+    errors = window_against_float64(2, 3, 150, 16, 16, torch.float32, "cpu", tied=True)
     assert max(errors) < 1e-5, errors
 
 

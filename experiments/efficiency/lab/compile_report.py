@@ -121,7 +121,8 @@ def main() -> None:
         ("map fwd", K._map_fwd_kernel, dict(MODE=1, BT=64)),  # hedgehog_features, tiles of 64 as launched
         ("map bwd", K._map_bwd_kernel, dict(MODE=1, BT=64)),
         ("window fwd", K._window_fwd_kernel, dict(BT=64, STORE_RES=True)),  # window_attention (the hybrid)
-        ("window bwd", K._window_bwd_kernel, dict(BT=64, BV=min(128, d), NV=1)),
+        ("window dq", K._window_dq_kernel, dict(BT=64, BV=min(128, d), NV=1)),
+        ("window dk, dv", K._window_dkv_kernel, dict(BT=64, BV=min(128, d), NV=1)),
     ]
     print(
         f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "

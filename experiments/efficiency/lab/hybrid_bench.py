@@ -5,7 +5,7 @@ at each shape's lengths. The kernel issue's target for the hybrid: <= 1.3x the p
 The output and every gradient are first checked against the float64 quadratic form (T = 1,000); nothing is
 timed if that fails.
 
-    python -m experiments.efficiency.lab.hybrid_bench [--shapes gpt2,llama2]
+    python -m experiments.efficiency.lab.hybrid_bench [--shapes gpt2,llama2] [--lengths 1024,2048]
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def times(b, h, t, d, fmap, time_ms) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--lengths", default=None, help="comma list; default: each shape's lengths")
     args = parser.parse_args(argv)
+    wanted = None if args.lengths is None else {int(x) for x in args.lengths.split(",")}
     time_ms = timer("cuda")
     for shape in args.shapes.split(","):
         cfg = SHAPES[shape]
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{shape}: not timed (error above 1e-2)", flush=True)
             continue
         fmap = hedgehog_map(h, d, "cuda")
-        for t in cfg["lengths"]:
+        for t in (t for t in cfg["lengths"] if wanted is None or t in wanted):
             b = cfg["tokens"] // t
             ms = times(b, h, t, d, fmap, time_ms)
             cells = ", ".join(f"{name} {x:.3f}" for name, x in ms.items())

@@ -1,7 +1,7 @@
 """Where the sliding-window hybrid's fwd+bwd goes (GPU): torch.profiler over one call of
 `hedgehog.kernels.window_attention` on features written by the map kernels, device kernels grouped by
 name with their summed time, at GPT-2's shape (1k) and Llama-2's (2k), 131,072 / 65,536 tokens; then the
-call's time under each launch option of the window kernels (`launch_overrides` window_fwd / window_bwd).
+call's time under each launch option of the window kernels (`launch_overrides` window_fwd / window_dq / window_dkv).
 Explains `hybrid_bench`'s hybrid / fused ratio (the issue's target: <= 1.3x).
 
     python -m experiments.efficiency.lab.hybrid_profile [--top 15]
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{shape} T={t}: hybrid fwd+bwd, device kernels {total:.3f} ms in all", flush=True)
         for e in kernels[: args.top]:
             print(f"  {e.self_device_time_total / 1e3:8.3f} ms  {e.count:3d}x  {e.key[:100]}", flush=True)
-        for kind in ("window_fwd", "window_bwd"):
+        for kind in ("window_fwd", "window_dq", "window_dkv"):
             for warps in (4, 8):
-                for stages in (1, 2):
+                for stages in (1,):
                     try:
                         with launch_overrides(**{kind: {"num_warps": warps, "num_stages": stages}}):
                             ms = time_ms(step, xs)

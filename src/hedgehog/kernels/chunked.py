@@ -1067,14 +1067,12 @@ def _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD: tl.const
 
 
 @triton.jit
-def _window_bwd_kernel(
+def _window_dq_kernel(
     q_ptr,
     k_ptr,
     v_ptr,
     g_ptr,
     dq_ptr,
-    dk_ptr,
-    dv_ptr,
     rden_ptr,
     delta_ptr,
     ep_ptr,
@@ -1093,9 +1091,6 @@ def _window_bwd_kernel(
     sdb,
     sdh,
     sdt,
-    sevb,
-    sevh,
-    sevt,
     T,
     H,
     scale,
@@ -1106,13 +1101,13 @@ def _window_bwd_kernel(
     NV: tl.constexpr,
     BT: tl.constexpr,
 ):
-    """The hybrid's window part backward for one query chunk (the linear part's is the generic backward's).
+    """The hybrid's window part backward, dq of one query chunk (the linear part's is the generic backward's).
 
     With g_hat = g / den', delta = -(g . o) / den', a window weight e_ij = exp(s_ij - m_i) gets
     P_ij = g_hat_i . v_j + delta_i; through m_i (the row's max, shared among ties as torch's amax does)
-    ds_ij = e_ij P_ij - [j at the max] sum_k e_ik P_ik / ties. dq is stored; dk and the window part of dv
-    are added (fp32, atomically) to this chunk's keys and the previous chunk's, which the next program
-    also reaches. Each row's sum_j e_ij P_ij is stored too (ep, fp32): the window factor's gradient.
+    ds_ij = e_ij P_ij - [j at the max] sum_k e_ik P_ik / ties. Stores dq (q's dtype) and each row's
+    sum_j e_ij P_ij (ep, fp32): what `_window_dkv_kernel` needs for the max's share and the window
+    factor's gradient.
     """
     ic, ibh = tl.program_id(0), tl.program_id(1)
     ib, ih = ibh // H, ibh % H
@@ -1143,37 +1138,125 @@ def _window_bwd_kernel(
         vp = tl.load(v_ptr + offs_s[:, None] * svt + offs_v[None, :], mask=pm[:, None] & vm, other=0.0)
         p_cur += tl.dot(g, tl.trans(v.to(DOT)))
         p_prev += tl.dot(g, tl.trans(vp.to(DOT)))
-        tl.atomic_add(
-            dv_ptr + ib * sevb + ih * sevh + offs_t[:, None] * sevt + offs_v[None, :],
-            tl.dot(tl.trans(e_cur.to(DOT)), g),
-            mask=rm[:, None] & vm,
-        )
-        tl.atomic_add(
-            dv_ptr + ib * sevb + ih * sevh + offs_s[:, None] * sevt + offs_v[None, :],
-            tl.dot(tl.trans(e_prev.to(DOT)), g),
-            mask=pm[:, None] & vm,
-        )
     ep_cur = e_cur * p_cur
     ep_prev = e_prev * p_prev
     ep_row = tl.sum(ep_cur, 1) + tl.sum(ep_prev, 1)
     tl.store(ep_ptr + ibh * T + offs_t, ep_row, mask=rm)
-    through_max = ep_row / tl.maximum(
-        tl.sum(at_cur.to(tl.float32), 1) + tl.sum(at_prev.to(tl.float32), 1), 1.0
-    )
+    ties = tl.sum(at_cur.to(tl.float32), 1) + tl.sum(at_prev.to(tl.float32), 1)
+    through_max = ep_row / tl.maximum(ties, 1.0)
     ds_cur = (ep_cur - tl.where(at_cur, through_max[:, None], 0.0)) * scale
     ds_prev = (ep_prev - tl.where(at_prev, through_max[:, None], 0.0)) * scale
     dq = tl.dot(ds_cur.to(DOT), k.to(DOT)) + tl.dot(ds_prev.to(DOT), kp.to(DOT))
     tl.store(
-        dq_ptr + ib * sdb + ih * sdh + offs_t[:, None] * sdt + offs_d[None, :], dq, mask=rm[:, None] & dm
-    )
-    qd = q.to(DOT)
-    tl.atomic_add(
-        dk_ptr + ib * sdb + ih * sdh + offs_t[:, None] * sdt + offs_d[None, :],
-        tl.dot(tl.trans(ds_cur.to(DOT)), qd),
+        dq_ptr + ib * sdb + ih * sdh + offs_t[:, None] * sdt + offs_d[None, :],
+        dq.to(dq_ptr.dtype.element_ty),
         mask=rm[:, None] & dm,
     )
-    tl.atomic_add(
-        dk_ptr + ib * sdb + ih * sdh + offs_s[:, None] * sdt + offs_d[None, :],
-        tl.dot(tl.trans(ds_prev.to(DOT)), qd),
-        mask=pm[:, None] & dm,
+
+
+@triton.jit
+def _window_dkv_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    g_ptr,
+    dk_ptr,
+    dv_ptr,
+    dvl_ptr,
+    rden_ptr,
+    delta_ptr,
+    ep_ptr,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    svb,
+    svh,
+    svt,
+    sgb,
+    sgh,
+    sgt,
+    sdkb,
+    sdkh,
+    sdkt,
+    sdvb,
+    sdvh,
+    sdvt,
+    slb,
+    slh,
+    slt,
+    T,
+    S,
+    H,
+    scale,
+    D,
+    DV,
+    BD: tl.constexpr,
+    BV: tl.constexpr,
+    NV: tl.constexpr,
+    BT: tl.constexpr,
+):
+    """The hybrid's window part backward, dk and dv of one key chunk c, without atomics: the keys of chunk c
+    are in the windows of the queries of chunk c (their own block) and of chunk c + 1 (their previous
+    block), whose window terms are recomputed here, each row's max and ties with them; the max's share
+    comes from the rows' sums ep of `_window_dq_kernel`. dv adds the linear part's dv_lin (keys < S,
+    from the generic backward); dk and dv are stored in k's and v's dtype.
+    """
+    ic, ibh = tl.program_id(0), tl.program_id(1)
+    ib, ih = ibh // H, ibh % H
+    q_ptr += ib * sqb + ih * sqh
+    k_ptr += ib * skb + ih * skh
+    v_ptr += ib * svb + ih * svh
+    g_ptr += ib * sgb + ih * sgh
+    offs_c = ic * BT + tl.arange(0, BT)  # the chunk's keys, and the queries of the same chunk
+    offs_n = offs_c + BT  # the next chunk's queries
+    offs_p = offs_c - BT
+    cm = offs_c < T
+    nm = offs_n < T
+    pm = (offs_p >= 0) & (offs_p < T)
+    offs_d = tl.arange(0, BD)
+    dm = offs_d[None, :] < D
+    q_c = tl.load(q_ptr + offs_c[:, None] * sqt + offs_d[None, :], mask=cm[:, None] & dm, other=0.0).to(PROJ)
+    q_n = tl.load(q_ptr + offs_n[:, None] * sqt + offs_d[None, :], mask=nm[:, None] & dm, other=0.0).to(PROJ)
+    e_cc, _, at_cc, at_cp, _, _ = _window_scores(q_c, k_ptr, skt, offs_c, offs_p, cm, pm, scale, D, BD, BT)
+    _, e_nc, at_nn, at_nc, _, _ = _window_scores(q_n, k_ptr, skt, offs_n, offs_c, nm, cm, scale, D, BD, BT)
+    ties_c = tl.sum(at_cc.to(tl.float32), 1) + tl.sum(at_cp.to(tl.float32), 1)
+    ties_n = tl.sum(at_nn.to(tl.float32), 1) + tl.sum(at_nc.to(tl.float32), 1)
+    rden_c = tl.load(rden_ptr + ibh * T + offs_c, mask=cm, other=0.0)
+    rden_n = tl.load(rden_ptr + ibh * T + offs_n, mask=nm, other=0.0)
+    delta_c = tl.load(delta_ptr + ibh * T + offs_c, mask=cm, other=0.0)
+    delta_n = tl.load(delta_ptr + ibh * T + offs_n, mask=nm, other=0.0)
+    max_c = tl.load(ep_ptr + ibh * T + offs_c, mask=cm, other=0.0) / tl.maximum(ties_c, 1.0)
+    max_n = tl.load(ep_ptr + ibh * T + offs_n, mask=nm, other=0.0) / tl.maximum(ties_n, 1.0)
+    p_cc = tl.zeros((BT, BT), tl.float32) + delta_c[:, None]
+    p_nc = tl.zeros((BT, BT), tl.float32) + delta_n[:, None]
+    for iv in tl.static_range(NV):
+        offs_v = iv * BV + tl.arange(0, BV)
+        vm = offs_v[None, :] < DV
+        g_c = tl.load(g_ptr + offs_c[:, None] * sgt + offs_v[None, :], mask=cm[:, None] & vm, other=0.0)
+        g_c = (g_c.to(tl.float32) * rden_c[:, None]).to(DOT)
+        g_n = tl.load(g_ptr + offs_n[:, None] * sgt + offs_v[None, :], mask=nm[:, None] & vm, other=0.0)
+        g_n = (g_n.to(tl.float32) * rden_n[:, None]).to(DOT)
+        v = tl.load(v_ptr + offs_c[:, None] * svt + offs_v[None, :], mask=cm[:, None] & vm, other=0.0).to(DOT)
+        p_cc += tl.dot(g_c, tl.trans(v))
+        p_nc += tl.dot(g_n, tl.trans(v))
+        dv = tl.dot(tl.trans(e_cc.to(DOT)), g_c) + tl.dot(tl.trans(e_nc.to(DOT)), g_n)
+        lm = (offs_c < S)[:, None] & vm
+        dv += tl.load(
+            dvl_ptr + ib * slb + ih * slh + offs_c[:, None] * slt + offs_v[None, :], mask=lm, other=0.0
+        ).to(tl.float32)
+        tl.store(
+            dv_ptr + ib * sdvb + ih * sdvh + offs_c[:, None] * sdvt + offs_v[None, :],
+            dv.to(dv_ptr.dtype.element_ty),
+            mask=cm[:, None] & vm,
+        )
+    ds_cc = (e_cc * p_cc - tl.where(at_cc, max_c[:, None], 0.0)) * scale
+    ds_nc = (e_nc * p_nc - tl.where(at_nc, max_n[:, None], 0.0)) * scale
+    dk = tl.dot(tl.trans(ds_cc.to(DOT)), q_c.to(DOT)) + tl.dot(tl.trans(ds_nc.to(DOT)), q_n.to(DOT))
+    tl.store(
+        dk_ptr + ib * sdkb + ih * sdkh + offs_c[:, None] * sdkt + offs_d[None, :],
+        dk.to(dk_ptr.dtype.element_ty),
+        mask=cm[:, None] & dm,
     )

@@ -72,17 +72,20 @@ TUNED = {
         "fwd": {"num_warps": 4, "num_stages": 1},
         "dq": {"num_warps": 4, "num_stages": 2},
         "dkv": {"num_warps": 4, "num_stages": 1},
-        # the hybrid's window kernels: not tuned yet (the first setting that compiled and passed on the H200)
-        "window_fwd": {"num_warps": 8, "num_stages": 1},
-        "window_bwd": {"num_warps": 8, "num_stages": 1},
+        # the hybrid's window kernels: 4 warps, faster than 8 for the forward and the old single backward
+        # kernel at both shapes (lab/hybrid_profile_h200.log); the split backward is not tuned yet
+        "window_fwd": {"num_warps": 4, "num_stages": 1},
+        "window_dq": {"num_warps": 4, "num_stages": 1},
+        "window_dkv": {"num_warps": 4, "num_stages": 1},
     },
     "wide": {  # value blocks of 128
         "state": {"num_warps": 8, "num_stages": 1},
         "fwd": {"num_warps": 8, "num_stages": 1},
         "dq": {"num_warps": 8, "num_stages": 1},
         "dkv": {"num_warps": 8, "num_stages": 1},
-        "window_fwd": {"num_warps": 8, "num_stages": 1},
-        "window_bwd": {"num_warps": 8, "num_stages": 1},
+        "window_fwd": {"num_warps": 4, "num_stages": 1},
+        "window_dq": {"num_warps": 4, "num_stages": 1},
+        "window_dkv": {"num_warps": 4, "num_stages": 1},
     },
 }
 # The Triton kernels by launch kind (TUNED's keys), for compiling them without a GPU to read their
@@ -102,8 +105,8 @@ LAUNCH_KEYS = {
 def launch_overrides(**overrides: dict[str, int]) -> Iterator[None]:
     """Launch parameters other than the tuned ones, inside the ``with`` block only (tuning, tests).
 
-    Per kernel, ``state``, ``fwd``, ``dq``, ``dkv``, ``window_fwd``, ``window_bwd``: ``{"num_warps": W,
-    "num_stages": S}`` over TUNED;
+    Per kernel, ``state``, ``fwd``, ``dq``, ``dkv``, ``window_fwd``, ``window_dq``, ``window_dkv``:
+    ``{"num_warps": W, "num_stages": S}`` over TUNED;
     ``chunk``: ``{"BT": tokens per chunk, "BV": value columns per program}``; ``split``: ``{"walk":
     state-walk programs resident per SM, "carry": the carry kernel's cost in percent of a walk (see
     _segments), "group": programs per SM of dq and dk/dv}``. E.g.
@@ -668,9 +671,10 @@ class _WindowFn(torch.autograd.Function):
     """The sliding-window hybrid, causal, window = one chunk, features given.
 
     Forward: the linear state before each chunk (the state walk), then `_window_fwd_kernel`. Backward: the
-    linear part is causal linear attention between the queries phi(q) / gamma and the keys and values
-    shifted one window later (key j counts for queries i >= j + 64), so the generic backward gives its
-    gradients from the hybrid's own 1 / den' and delta; `_window_bwd_kernel` adds the window part's.
+    linear part is causal linear attention between the queries from position 64 on and the keys and values
+    up to T - 64 (key j counts for queries i >= j + 64), so the generic backward gives its gradients from
+    the hybrid's own 1 / den' and delta (divided by gamma); `_window_dq_kernel` and `_window_dkv_kernel` add
+    the window part's.
     """
 
     @staticmethod
@@ -683,8 +687,8 @@ class _WindowFn(torch.autograd.Function):
         store_res = v.dtype in (torch.float16, torch.bfloat16) and any(ctx.needs_input_grad[:6])
         res = torch.empty_like(v) if store_res else o
         rden = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
-        # 8 warps: 216 B of spills per thread on sm_90 at head dim 64 (800 B at 4), 1.4 KB at 128
-        # (experiments/efficiency/lab/compile_report.py)
+        # 4 warps spill 800 B per thread on sm_90 at head dim 64 (216 B at 8; lab/compile_report.py) and still
+        # ran faster than 8 on the H200 (lab/hybrid_profile_h200.log)
         K._window_fwd_kernel[(dims.NV, triton.cdiv(t, dims.BT), b * h)](
             q, k, fq, fk, v, o, res, rden, gamma, hs, hz,
             *_strides(q), *_strides(k), *_strides(fq), *_strides(fk), *_strides(v), *_strides(o),
@@ -702,37 +706,55 @@ class _WindowFn(torch.autograd.Function):
         b, h, t, d = q.shape
         g = _unit(grad_o)
         delta = _delta(o, res, g, rden, ctx.store_res)
-        # the linear part: phi(q) / gamma against keys and values one window later
-        u = (fq.float() / gamma[:, None, None]).to(fq.dtype)
-        fk_later, v_later = (torch.nn.functional.pad(x, (0, 0, WINDOW, 0))[:, :, :t] for x in (fk, v))
-        dims = _dims(0, u, v_later, None)
-        cfg = _Config(0, True, ctx.eps, 1.0, None)
-        du, dfk_later, dv_later, *_ = _linear_backward(
-            g, delta, u, fk_later, v_later, u, u, u, u, u, False, rden, None, None, dims, cfg
-        )
-        # the window part
-        dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
-        dk = torch.zeros(k.shape, device=k.device, dtype=torch.float32)
-        dv = torch.zeros(v.shape, device=v.device, dtype=torch.float32)
+        dims = _dims(0, fq, v, None)
+        # the linear part: query i against the keys j <= i - 64, i.e. causal linear attention between the
+        # queries from position 64 on and the keys and values up to T - 64 (views, no copies). phi(q) / gamma
+        # enters through 1 / den' and delta scaled by 1 / gamma (the gradients are linear in that pair), so the
+        # query gradient comes back as dfq itself
+        s = t - WINDOW
+        if s > 0:
+            inv_gamma = (1.0 / gamma).repeat(b)[:, None]  # rows of rden and delta are (batch, head) pairs
+            rden_l, delta_l = ((x[:, WINDOW:] * inv_gamma).contiguous() for x in (rden, delta))
+            later, early = (
+                (slice(None), slice(None), slice(WINDOW, None)),
+                (slice(None), slice(None), slice(s)),
+            )
+            fq_l, fk_e, v_e = fq[later], fk[early], v[early]
+            cfg = _Config(0, True, ctx.eps, 1.0, None)
+            no_map = (fq_l,) * 5  # the generic mode: no map parameters, no key mask
+            dfq_l, dfk_e, dv_e, *_ = _linear_backward(
+                g[later], delta_l, fq_l, fk_e, v_e, *no_map, False, rden_l, None, None, dims, cfg
+            )
+        # the window part: dq and the rows' sums of e P per query chunk, then dk and dv per key chunk (adding
+        # the linear part's dv), no atomics and no fp32 copies
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         ep = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
         bv = min(128, _block(v.shape[-1]))
-        K._window_bwd_kernel[(triton.cdiv(t, WINDOW), b * h)](
-            q, k, v, g, dq, dk, dv, rden, delta, ep,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq), *_strides(dv),
-            t, h, d ** -0.5, d, v.shape[-1],
-            BD=_block(d), BV=bv, NV=triton.cdiv(v.shape[-1], bv), BT=WINDOW, **_launch("window_bwd", dims),
+        blocks = dict(BD=_block(d), BV=bv, NV=triton.cdiv(v.shape[-1], bv), BT=WINDOW)
+        grid = (triton.cdiv(t, WINDOW), b * h)
+        K._window_dq_kernel[grid](
+            q, k, v, g, dq, rden, delta, ep,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq),
+            t, h, d ** -0.5, d, v.shape[-1], **blocks, **_launch("window_dq", dims),
         )  # fmt: skip
-        earlier = (0, 0, 0, min(WINDOW, t))  # gradients of the shifted keys, values back to their positions
-        dv = dv + torch.nn.functional.pad(dv_later[:, :, WINDOW:].float(), earlier)
-        dfk = torch.nn.functional.pad(dfk_later[:, :, WINDOW:], earlier)
+        dv_lin = dv_e if s > 0 else dv
+        K._window_dkv_kernel[grid](
+            q, k, v, g, dk, dv, dv_lin, rden, delta, ep,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), *_strides(dv_lin),
+            t, max(s, 0), h, d ** -0.5, d, v.shape[-1], **blocks, **_launch("window_dkv", dims),
+        )  # fmt: skip
+        if s > 0:
+            dfq = torch.nn.functional.pad(dfq_l, (0, 0, WINDOW, 0))
+            dfk = torch.nn.functional.pad(dfk_e, (0, 0, 0, WINDOW))
+        else:  # every key in every query's window: the linear part is empty
+            dfq, dfk = torch.zeros_like(fq), torch.zeros_like(fk)
         # scaling the window terms e and phi(q) / gamma together by c moves o = N / (D + eps) only through
         # eps: d o / d c = o eps / den', so sum_ij e_ij de_ij + sum du . u = -eps sum delta, and
         # dgamma = -sum du . u / gamma = (sum_ij e_ij de_ij + eps sum delta) / gamma: the rows' sums in fp32,
-        # not a sum over the bf16-rounded du (which cancels to a few percent). The first window's rows have no
-        # linear keys (du = 0): they add exactly nothing
+        # not a sum over the bf16-rounded du = gamma dfq (which cancels to a few percent). The first window's
+        # rows have no linear keys (du = 0): they add exactly nothing
         dgamma = (ep + ctx.eps * delta).view(b, h, t)[:, :, WINDOW:].sum((0, 2)) / gamma
-        dfq = (du.float() / gamma[:, None, None]).to(fq.dtype)
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dfq, dfk, dgamma, None
+        return dq, dk, dv, dfq, dfk, dgamma, None
 
 
 def window_attention(
