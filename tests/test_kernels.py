@@ -414,6 +414,34 @@ def test_window_kernel_splits_the_max_among_tied_keys():
     assert max(errors) < 1e-5, errors
 
 
+@interpreter
+def test_window_layer_kernel_path_logic():
+    """SlidingWindowLinearAttention's kernel path (what it takes for CUDA half tensors, called directly here
+    under the interpreter in bf16): the output, the gradients of q, k, v and of the parameters (map, window
+    factors) match the layer in float64, and the state it hands on continues the sequence."""
+    torch.manual_seed(0)
+    layer = SlidingWindowLinearAttention(2, 16, HedgehogFeatureMap, window_factor=0.3)
+    with torch.no_grad():
+        for p in layer.feature_map.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    q, k, v, grad_out = (torch.randn(1, 2, 150, 16).to(torch.bfloat16) for _ in range(4))
+    ref_layer = copy.deepcopy(layer).double()
+    ins = [x.double().requires_grad_() for x in (q, k, v)]
+    ref, ref_state = ref_layer(*ins)
+    ref_grads = torch.autograd.grad(ref, [*ins, *ref_layer.parameters()], grad_out.double())
+    ins = [x.clone().requires_grad_() for x in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = layer._kernel_forward(*ins, *layer.features(*ins[:2]))
+    grads = torch.autograd.grad(out, [*ins, *layer.parameters()], grad_out)
+    assert out.dtype == torch.bfloat16 and rel(out, ref) < 1e-2
+    for g, r in zip(grads, ref_grads, strict=True):  # features rounded to bf16 under autocast: twice the bound
+        assert rel(g, r) < 2e-2
+    nxt = [torch.randn(1, 2, 1, 16).to(torch.bfloat16) for _ in range(3)]
+    step, _ = layer(*nxt, cache=state)
+    ref_step, _ = ref_layer(*(x.double() for x in nxt), cache=ref_state)
+    assert rel(step, ref_step) < 1e-2
+
+
 def test_window_kernel_refuses_what_it_does_not_take():
     q = k = v = torch.randn(1, 2, 70, 16)
     f = torch.rand(1, 2, 70, 16)
