@@ -401,10 +401,13 @@ def _delta(o: Tensor, res: Tensor, g: Tensor, rden: Tensor, has_res: bool) -> Te
     return delta
 
 
-def _linear_backward(g, delta, q, k, v, wq, bq, wk, bk, kmask, has_mask, rden, saved_s, saved_z, dims, cfg):
+def _linear_backward(
+    g, delta, q, k, v, wq, bq, wk, bk, kmask, has_mask, rden, saved_s, saved_z, dims, cfg, out=None
+):
     """dq, dk, dv (and dWq, dbq, dWk, dbk in the Hedgehog modes, else None) of linear attention from the
     upstream g, delta and 1/den' (rden). Causal: the forward's chunk states are recomputed (from saved_s,
-    saved_z as the initial state when given); non-causal: saved_s, saved_z are the stored total."""
+    saved_z as the initial state when given); non-causal: saved_s, saved_z are the stored total. ``out``:
+    (dq, dk) tensors (views allowed) to write those two into, in q's and k's dtype."""
     b, h, t = q.shape[:3]
     bh = b * h
     fwd_args = (k, v, wk, bk, kmask, has_mask, q, q)
@@ -418,7 +421,7 @@ def _linear_backward(g, delta, q, k, v, wq, bq, wk, bk, kmask, has_mask, rden, s
         dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
         dk = torch.zeros(k.shape, device=k.device, dtype=torch.float32)
     else:
-        dq, dk = torch.empty_like(q), torch.empty_like(k)
+        dq, dk = out or (torch.empty_like(q), torch.empty_like(k))
     dv = torch.empty_like(v)
     hedgehog = dims.mode != 0
     dwq = torch.zeros(h, dims.D, dims.DP, device=q.device, dtype=torch.float32) if hedgehog else q
@@ -449,7 +452,9 @@ def _linear_backward(g, delta, q, k, v, wq, bq, wk, bk, kmask, has_mask, rden, s
         t, h, hr.shape[1], group_len, cfg.inv_temp, dims.D, dims.DP, dims.F, dims.DV, **common,
         **_launch("dkv", dims),
     )  # fmt: skip
-    if atomic:
+    if atomic and out is not None:
+        dq, dk = out[0].copy_(dq), out[1].copy_(dk)
+    elif atomic:
         dq, dk = dq.to(q.dtype), dk.to(k.dtype)
     if not hedgehog:
         return dq, dk, dv, None, None, None, None
@@ -712,6 +717,9 @@ class _WindowFn(torch.autograd.Function):
         # enters through 1 / den' and delta scaled by 1 / gamma (the gradients are linear in that pair), so the
         # query gradient comes back as dfq itself
         s = t - WINDOW
+        dfq, dfk = torch.empty_like(fq), torch.empty_like(fk)  # written in place: no padded copies
+        dfq[:, :, : min(WINDOW, t)].zero_()  # queries with no key before their window
+        dfk[:, :, max(s, 0) :].zero_()  # keys in every later query's window
         if s > 0:
             inv_gamma = (1.0 / gamma).repeat(b)[:, None]  # rows of rden and delta are (batch, head) pairs
             rden_l, delta_l = ((x[:, WINDOW:] * inv_gamma).contiguous() for x in (rden, delta))
@@ -722,8 +730,20 @@ class _WindowFn(torch.autograd.Function):
             fq_l, fk_e, v_e = fq[later], fk[early], v[early]
             cfg = _Config(0, True, ctx.eps, 1.0, None)
             no_map = (fq_l,) * 5  # the generic mode: no map parameters, no key mask
-            dfq_l, dfk_e, dv_e, *_ = _linear_backward(
-                g[later], delta_l, fq_l, fk_e, v_e, *no_map, False, rden_l, None, None, dims, cfg
+            _, _, dv_e, *_ = _linear_backward(
+                g[later],
+                delta_l,
+                fq_l,
+                fk_e,
+                v_e,
+                *no_map,
+                False,
+                rden_l,
+                None,
+                None,
+                dims,
+                cfg,
+                out=(dfq[later], dfk[early]),
             )
         # the window part: dq and the rows' sums of e P per query chunk, then dk and dv per key chunk (adding
         # the linear part's dv), no atomics and no fp32 copies
@@ -743,11 +763,6 @@ class _WindowFn(torch.autograd.Function):
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), *_strides(dv_lin),
             t, max(s, 0), h, d ** -0.5, d, v.shape[-1], **blocks, **_launch("window_dkv", dims),
         )  # fmt: skip
-        if s > 0:
-            dfq = torch.nn.functional.pad(dfq_l, (0, 0, WINDOW, 0))
-            dfk = torch.nn.functional.pad(dfk_e, (0, 0, 0, WINDOW))
-        else:  # every key in every query's window: the linear part is empty
-            dfq, dfk = torch.zeros_like(fq), torch.zeros_like(fk)
         # scaling the window terms e and phi(q) / gamma together by c moves o = N / (D + eps) only through
         # eps: d o / d c = o eps / den', so sum_ij e_ij de_ij + sum du . u = -eps sum delta, and
         # dgamma = -sum du . u / gamma = (sum_ij e_ij de_ij + eps sum delta) / gamma: the rows' sums in fp32,
