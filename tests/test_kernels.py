@@ -434,7 +434,9 @@ def test_window_layer_kernel_path_logic():
         out, state = layer._kernel_forward(*ins, *layer.features(*ins[:2]))
     grads = torch.autograd.grad(out, [*ins, *layer.parameters()], grad_out)
     assert out.dtype == torch.bfloat16 and rel(out, ref) < 1e-2
-    for g, r in zip(grads, ref_grads, strict=True):  # features rounded to bf16 under autocast: twice the bound
+    for g, r in zip(
+        grads, ref_grads, strict=True
+    ):  # features rounded to bf16 under autocast: twice the bound
         assert rel(g, r) < 2e-2
     nxt = [torch.randn(1, 2, 1, 16).to(torch.bfloat16) for _ in range(3)]
     step, _ = layer(*nxt, cache=state)

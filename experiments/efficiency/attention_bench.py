@@ -59,7 +59,7 @@ def make_forward(method: str, q, k, v, fmap) -> Callable[[], torch.Tensor] | Non
     if method == "reference":
 
         def reference():
-            fq, fk = fmap(q, k)
+            fq, fk = fmap.pytorch_features(q, k)
             return chunked_linear_attention(fq, fk, v, chunk_size=CHUNK)[0]
 
         return reference
@@ -71,7 +71,9 @@ def make_forward(method: str, q, k, v, fmap) -> Callable[[], torch.Tensor] | Non
         from hedgehog.kernels import linear_attention
 
         def generic():
-            fq, fk = fmap(q, k)  # float32 from the map; written once in the inputs' precision
+            fq, fk = fmap.pytorch_features(
+                q, k
+            )  # float32 from the map; written once in the inputs' precision
             return linear_attention(fq.to(q.dtype), fk.to(q.dtype), v, causal=True)[0]
 
         return generic
@@ -92,7 +94,7 @@ def make_forward(method: str, q, k, v, fmap) -> Callable[[], torch.Tensor] | Non
 
         def fla():
             # fla's layout is (B, T, H, F); the feature map runs in PyTorch, fla normalises
-            fq, fk = fmap(q, k)
+            fq, fk = fmap.pytorch_features(q, k)
             out, _ = chunk_linear_attn(
                 fq.transpose(1, 2).to(q.dtype),
                 fk.transpose(1, 2).to(q.dtype),

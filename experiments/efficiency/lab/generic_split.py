@@ -27,14 +27,14 @@ def split(shape: str, length: int) -> None:
     )
     grad = torch.randn_like(v)
     with torch.no_grad():
-        fq0, fk0 = (x.to(torch.bfloat16) for x in fmap(q, k))
+        fq0, fk0 = (x.to(torch.bfloat16) for x in fmap.pytorch_features(q, k))
     fq, fk = (x.detach().requires_grad_() for x in (fq0, fk0))
     from hedgehog.kernels import hedgehog_features, linear_attention
 
     params = list(fmap.parameters())
 
     def map_only():
-        a, c = fmap(q, k)
+        a, c = fmap.pytorch_features(q, k)
         torch.autograd.backward((a.to(torch.bfloat16), c.to(torch.bfloat16)), (fq0, fk0))
 
     def map_kernels():

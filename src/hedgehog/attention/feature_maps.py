@@ -177,6 +177,11 @@ class HedgehogFeatureMap(FeatureMap):
                     kernels.hedgehog_features(q, self.weight_q, self.bias_q, **options),
                     kernels.hedgehog_features(k, self.weight_k, self.bias_k, **options),
                 )
+        return self.pytorch_features(q, k)
+
+    def pytorch_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """The map in PyTorch (float32 math) on any device: what ``forward`` runs off CUDA, and the form the
+        map kernels are checked against and benchmarks time as "the PyTorch map"."""
         fq = self._f(self._project(q, self.weight_q, self.bias_q))
         fk = self._f(self._project(k, self.weight_k, self.bias_k))
         return fq, fk
