@@ -8,7 +8,8 @@ The model is Hugging Face's LlamaForCausalLM of Llama-2 7B's shape (32 layers, w
 128, MLP 11,008, vocabulary 32,000; 6.7B parameters) with random weights in bfloat16, converted the
 project's one way (``hedgehog.models.conversion.convert``) to each attention as conf/attention/<name>.yaml
 builds it: ``softmax`` (SDPA: FlashAttention), ``hedgehog`` (the fused Triton kernels) and
-``hedgehog_window`` (the sliding-window hybrid, window 64: the chunked PyTorch form, no fused kernel),
+``hedgehog_window`` (the sliding-window hybrid, window 64: its Triton kernels on CUDA since the eighth
+session, the chunked PyTorch form when this table's row was measured),
 with the paper's LoRA (r 8, alpha 16 on q, k, v, o; only the adapters train).
 
 Training: forward and backward (bf16 autocast; AdamW over the adapters) at T = 1,024 and 4,096 with
