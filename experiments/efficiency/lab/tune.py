@@ -23,7 +23,7 @@ from collections import defaultdict
 import torch
 import triton
 
-from experiments.efficiency.attention_bench import SHAPES, check_fused, hedgehog_map
+from experiments.efficiency.attention_bench import SHAPES, check_kernel, hedgehog_map
 from hedgehog.kernels import hedgehog_attention, launch_overrides
 
 KINDS = ("state", "fwd", "dq", "dkv")
@@ -79,7 +79,7 @@ def measure(config: str, shapes: list[str], lengths: list[int]) -> list[dict]:
         cfg = SHAPES[shape]
         h, d = cfg["H"], cfg["D"]
         start = time.perf_counter()
-        errors = check_fused(h, d)
+        errors = check_kernel("fused", h, d)
         worst = max(errors.values())
         line = {
             "config": config,
