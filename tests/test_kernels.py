@@ -355,7 +355,7 @@ def test_feature_map_kernel_refuses_mismatched_shapes():
         kernels.hedgehog_features(x, torch.randn(2, 16, 16), b, activation="relu")
 
 
-def window_against_float64(b, h, t, d, dv, dtype, device, tied=False):
+def window_against_float64(b, h, t, d, dv, dtype, device, tied=False, mask=None):
     """kernels.window_attention against the quadratic hybrid form in float64: the relative errors of the
     output and of the gradients of q, k, v, fq, fk and gamma (absolute where the reference is 0: with
     t <= 64 every key is in the window and the linear part has no gradient).
@@ -377,14 +377,14 @@ def window_against_float64(b, h, t, d, dv, dtype, device, tied=False):
     gamma = torch.rand(h) * 0.9 + 0.05
     q, k, v, fq, fk = (x.to(dtype) for x in (q, k, v, fq, fk))
     refs = [x.double().requires_grad_() for x in (q, k, v, fq, fk, gamma)]
-    ref = quadratic_window_attention(*refs[:5], 64, refs[5])
+    ref = quadratic_window_attention(*refs[:5], 64, refs[5], key_padding_mask=mask)
     grad = torch.randn_like(ref).to(dtype).double()
     ref_grads = torch.autograd.grad(ref, refs, grad)
     inputs = [
         x.to(device, dtype if x is not gamma else torch.float32).requires_grad_()
         for x in (q, k, v, fq, fk, gamma)
     ]
-    out = kernels.window_attention(*inputs)
+    out = kernels.window_attention(*inputs, key_padding_mask=None if mask is None else mask.to(device))
     assert out.dtype == dtype and out.shape == v.shape
     grads = torch.autograd.grad(out, inputs, grad.to(device, dtype))
     return [
@@ -458,6 +458,20 @@ def test_window_layer_kernel_path_logic():
     assert all(e < bound for e, bound in zip(errors, WINDOW_LAYER_BOUNDS, strict=True)), errors
 
 
+@interpreter
+@pytest.mark.parametrize("t", [150, 60])
+def test_window_kernel_leaves_out_masked_keys(t):
+    """A key padding mask: left padding (70 keys, so early rows have no key at all) and right padding
+    (40 keys) in one batch, and holes mid-sequence: masked keys leave both the window (its max included)
+    and the linear part, as in the quadratic form."""
+    mask = torch.ones(3, t, dtype=torch.bool)
+    mask[0, :70] = False
+    mask[1, t - 40 :] = False
+    mask[2, 5::7] = False
+    errors = window_against_float64(3, 2, t, 16, 16, torch.float32, "cpu", mask=mask)
+    assert max(errors) < 1e-5, errors
+
+
 def test_window_kernel_refuses_what_it_does_not_take():
     q = k = v = torch.randn(1, 2, 70, 16)
     f = torch.rand(1, 2, 70, 16)
@@ -468,6 +482,8 @@ def test_window_kernel_refuses_what_it_does_not_take():
         kernels.window_attention(q, k, v, f, f, torch.full((3,), 0.5))
     with pytest.raises(ValueError, match="matching q"):
         kernels.window_attention(q, k, v, f[:, :, :60], f[:, :, :60], gamma)
+    with pytest.raises(ValueError, match=r"key_padding_mask must be \(batch, tokens\)"):
+        kernels.window_attention(q, k, v, f, f, gamma, key_padding_mask=torch.ones(1, 60))
 
 
 # ---------------------------------------------------------------- GPU (compiled)
@@ -693,6 +709,18 @@ def test_gpu_window_kernel(d, t):
     """The hybrid's kernels compiled, bf16, Hedgehog features of head dims 64 and 128: output and every
     gradient against float64."""
     errors = window_against_float64(2, 4, t, d, d, torch.bfloat16, "cuda")
+    assert max(errors) < GPU_TOL, errors
+
+
+@pytest.mark.gpu
+def test_gpu_window_kernel_with_key_mask():
+    """The hybrid's kernels compiled, bf16, with left, right and scattered key padding (as the interpreter
+    test): output and every gradient against float64."""
+    mask = torch.ones(3, 1000, dtype=torch.bool)
+    mask[0, :70] = False
+    mask[1, 960:] = False
+    mask[2, 5::7] = False
+    errors = window_against_float64(3, 4, 1000, 64, 64, torch.bfloat16, "cuda", mask=mask)
     assert max(errors) < GPU_TOL, errors
 
 

@@ -120,9 +120,9 @@ def main() -> None:
         ("dk, dv", KERNELS["dkv"], dict(MODE=1, CAUSAL=True, HAS_MASK=False, ATOMIC=atomic)),
         ("map fwd", K._map_fwd_kernel, dict(MODE=1, BT=64)),  # hedgehog_features, tiles of 64 as launched
         ("map bwd", K._map_bwd_kernel, dict(MODE=1, BT=64)),
-        ("window fwd", K._window_fwd_kernel, dict(BT=64, STORE_RES=True)),  # window_attention (the hybrid)
-        ("window dq", K._window_dq_kernel, dict(BT=64, BV=min(128, d), NV=1)),
-        ("window dk, dv", K._window_dkv_kernel, dict(BT=64, BV=min(128, d), NV=1)),
+        ("window fwd", K._window_fwd_kernel, dict(BT=64, STORE_RES=True, HAS_MASK=False)),  # the hybrid
+        ("window dq", K._window_dq_kernel, dict(BT=64, BV=min(128, d), NV=1, HAS_MASK=False)),
+        ("window dk, dv", K._window_dkv_kernel, dict(BT=64, BV=min(128, d), NV=1, HAS_MASK=False)),
     ]
     print(
         f"Hedgehog softmax form, causal, D={d}, chunk={blocks['BT']}, value block={blocks['BV']}, num_warps={args.warps}, "

@@ -950,6 +950,7 @@ def _window_fwd_kernel(
     gamma_ptr,
     hs_ptr,
     hz_ptr,
+    kmask_ptr,
     sqb,
     sqh,
     sqt,
@@ -982,6 +983,7 @@ def _window_fwd_kernel(
     BV: tl.constexpr,
     BT: tl.constexpr,
     STORE_RES: tl.constexpr,
+    HAS_MASK: tl.constexpr,
 ):
     """Sliding-window hybrid (hedgehog.attention.window), causal, window = BT: outputs of one chunk c.
 
@@ -991,6 +993,7 @@ def _window_fwd_kernel(
     chunk c - 1, and the early part of chunk c - 1 exactly. One normaliser over both parts. Features are
     given (generic mode), fq and fk (B, H, T, F) in halves as the other kernels take them. For the
     backward: 1 / (den + eps) to rden and, with STORE_RES, o's rounding residual to res (as _fwd_kernel).
+    HAS_MASK: keys where the (B, T) key mask is 0 leave the window (their features come zeroed).
     """
     iv, ic, ibh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ib, ih = ibh // H, ibh % H
@@ -1012,7 +1015,10 @@ def _window_fwd_kernel(
     hc = tl.maximum(ic - 1, 0) * 2
     dm = offs_d[None, :] < D
     q = tl.load(q_ptr + offs_t[:, None] * sqt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
-    a_cur, a_prev, _, _, _, _ = _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD, BT)
+    kmask_ptr += ib * T
+    kc = _keys_kept(kmask_ptr, offs_t, rm, HAS_MASK)
+    kp = _keys_kept(kmask_ptr, offs_s, pm, HAS_MASK)
+    a_cur, a_prev, _, _, _, _ = _window_scores(q, k_ptr, skt, offs_t, offs_s, kc, kp, scale, D, BD, BT)
     lin_prev = (tl.arange(0, BT)[:, None] >= tl.arange(0, BT)[None, :]) & pm[None, :]
     inv_gamma = 1.0 / tl.load(gamma_ptr + ih)
     num = tl.zeros((BT, BV), tl.float32)
@@ -1044,9 +1050,18 @@ def _window_fwd_kernel(
 
 
 @triton.jit
+def _keys_kept(kmask_ptr, offs, valid, HAS_MASK: tl.constexpr):
+    """The keys at offs that exist (valid) and that the key mask keeps (kmask_ptr at the row's batch)."""
+    if HAS_MASK:
+        valid = valid & (tl.load(kmask_ptr + offs, mask=valid, other=0.0) > 0)
+    return valid
+
+
+@triton.jit
 def _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD: tl.constexpr, BT: tl.constexpr):
     """The hybrid's window terms of one query chunk: exp(s - m) over its own chunk's keys (e_cur) and the
-    previous chunk's (e_prev), 0 outside the window, and where each row's max m is taken (at_cur, at_prev)."""
+    previous chunk's (e_prev), 0 outside the window, and where each row's max m is taken (at_cur, at_prev).
+    rm, pm: the keys of the two chunks that count (that exist and that the key mask keeps)."""
     offs_d = tl.arange(0, BD)
     dm = offs_d[None, :] < D
     k = tl.load(k_ptr + offs_t[:, None] * skt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
@@ -1076,6 +1091,7 @@ def _window_dq_kernel(
     rden_ptr,
     delta_ptr,
     ep_ptr,
+    kmask_ptr,
     sqb,
     sqh,
     sqt,
@@ -1100,6 +1116,7 @@ def _window_dq_kernel(
     BV: tl.constexpr,
     NV: tl.constexpr,
     BT: tl.constexpr,
+    HAS_MASK: tl.constexpr,
 ):
     """The hybrid's window part backward, dq of one query chunk (the linear part's is the generic backward's).
 
@@ -1122,8 +1139,11 @@ def _window_dq_kernel(
     offs_d = tl.arange(0, BD)
     dm = offs_d[None, :] < D
     q = tl.load(q_ptr + offs_t[:, None] * sqt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
+    kmask_ptr += ib * T
+    kc = _keys_kept(kmask_ptr, offs_t, rm, HAS_MASK)
+    kpm = _keys_kept(kmask_ptr, offs_s, pm, HAS_MASK)
     e_cur, e_prev, at_cur, at_prev, k, kp = _window_scores(
-        q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD, BT
+        q, k_ptr, skt, offs_t, offs_s, kc, kpm, scale, D, BD, BT
     )
     rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
     delta = tl.load(delta_ptr + ibh * T + offs_t, mask=rm, other=0.0)
@@ -1166,6 +1186,7 @@ def _window_dkv_kernel(
     rden_ptr,
     delta_ptr,
     ep_ptr,
+    kmask_ptr,
     sqb,
     sqh,
     sqt,
@@ -1197,6 +1218,7 @@ def _window_dkv_kernel(
     BV: tl.constexpr,
     NV: tl.constexpr,
     BT: tl.constexpr,
+    HAS_MASK: tl.constexpr,
 ):
     """The hybrid's window part backward, dk and dv of one key chunk c, without atomics: the keys of chunk c
     are in the windows of the queries of chunk c (their own block) and of chunk c + 1 (their previous
@@ -1220,8 +1242,12 @@ def _window_dkv_kernel(
     dm = offs_d[None, :] < D
     q_c = tl.load(q_ptr + offs_c[:, None] * sqt + offs_d[None, :], mask=cm[:, None] & dm, other=0.0).to(PROJ)
     q_n = tl.load(q_ptr + offs_n[:, None] * sqt + offs_d[None, :], mask=nm[:, None] & dm, other=0.0).to(PROJ)
-    e_cc, _, at_cc, at_cp, _, _ = _window_scores(q_c, k_ptr, skt, offs_c, offs_p, cm, pm, scale, D, BD, BT)
-    _, e_nc, at_nn, at_nc, _, _ = _window_scores(q_n, k_ptr, skt, offs_n, offs_c, nm, cm, scale, D, BD, BT)
+    kmask_ptr += ib * T
+    kc = _keys_kept(kmask_ptr, offs_c, cm, HAS_MASK)
+    kn = _keys_kept(kmask_ptr, offs_n, nm, HAS_MASK)
+    kp = _keys_kept(kmask_ptr, offs_p, pm, HAS_MASK)
+    e_cc, _, at_cc, at_cp, _, _ = _window_scores(q_c, k_ptr, skt, offs_c, offs_p, kc, kp, scale, D, BD, BT)
+    _, e_nc, at_nn, at_nc, _, _ = _window_scores(q_n, k_ptr, skt, offs_n, offs_c, kn, kc, scale, D, BD, BT)
     ties_c = tl.sum(at_cc.to(tl.float32), 1) + tl.sum(at_cp.to(tl.float32), 1)
     ties_n = tl.sum(at_nn.to(tl.float32), 1) + tl.sum(at_nc.to(tl.float32), 1)
     rden_c = tl.load(rden_ptr + ibh * T + offs_c, mask=cm, other=0.0)

@@ -683,7 +683,7 @@ class _WindowFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, fq, fk, gamma, eps: float):
+    def forward(ctx, q, k, v, fq, fk, gamma, kmask, eps: float):
         dims = _dims(0, fq, v, None)._replace(BT=WINDOW)
         b, h, t = q.shape[:3]
         cfg = _Config(0, True, eps, 1.0, None)
@@ -692,22 +692,24 @@ class _WindowFn(torch.autograd.Function):
         store_res = v.dtype in (torch.float16, torch.bfloat16) and any(ctx.needs_input_grad[:6])
         res = torch.empty_like(v) if store_res else o
         rden = torch.empty(b * h, t, device=q.device, dtype=torch.float32)
+        has_mask = kmask is not None
+        kmask = kmask if has_mask else rden  # a placeholder the kernels never read
         # 4 warps spill 800 B per thread on sm_90 at head dim 64 (216 B at 8; lab/compile_report.py) and still
         # ran faster than 8 on the H200 (lab/hybrid_profile_h200.log)
         K._window_fwd_kernel[(dims.NV, triton.cdiv(t, dims.BT), b * h)](
-            q, k, fq, fk, v, o, res, rden, gamma, hs, hz,
+            q, k, fq, fk, v, o, res, rden, gamma, hs, hz, kmask,
             *_strides(q), *_strides(k), *_strides(fq), *_strides(fk), *_strides(v), *_strides(o),
             t, h, hs.shape[1], q.shape[-1] ** -0.5, eps, q.shape[-1], dims.DP, dims.F, dims.DV,
             BD=_block(q.shape[-1]), BDP=dims.BDP, BV=dims.BV, BT=dims.BT, STORE_RES=store_res,
-            **_launch("window_fwd", dims),
+            HAS_MASK=has_mask, **_launch("window_fwd", dims),
         )  # fmt: skip
-        ctx.save_for_backward(q, k, v, fq, fk, gamma, o, res, rden)
-        ctx.store_res, ctx.eps = store_res, eps
+        ctx.save_for_backward(q, k, v, fq, fk, gamma, o, res, rden, kmask)
+        ctx.store_res, ctx.eps, ctx.has_mask = store_res, eps, has_mask
         return o
 
     @staticmethod
     def backward(ctx, grad_o):
-        q, k, v, fq, fk, gamma, o, res, rden = ctx.saved_tensors
+        q, k, v, fq, fk, gamma, o, res, rden, kmask = ctx.saved_tensors
         b, h, t, d = q.shape
         g = _unit(grad_o)
         delta = _delta(o, res, g, rden, ctx.store_res)
@@ -731,20 +733,9 @@ class _WindowFn(torch.autograd.Function):
             cfg = _Config(0, True, ctx.eps, 1.0, None)
             no_map = (fq_l,) * 5  # the generic mode: no map parameters, no key mask
             _, _, dv_e, *_ = _linear_backward(
-                g[later],
-                delta_l,
-                fq_l,
-                fk_e,
-                v_e,
-                *no_map,
-                False,
-                rden_l,
-                None,
-                None,
-                dims,
-                cfg,
+                g[later], delta_l, fq_l, fk_e, v_e, *no_map, False, rden_l, None, None, dims, cfg,
                 out=(dfq[later], dfk[early]),
-            )
+            )  # fmt: skip
         # the window part: dq and the rows' sums of e P per query chunk, then dk and dv per key chunk (adding
         # the linear part's dv), no atomics and no fp32 copies
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -753,15 +744,16 @@ class _WindowFn(torch.autograd.Function):
         blocks = dict(BD=_block(d), BV=bv, NV=triton.cdiv(v.shape[-1], bv), BT=WINDOW)
         grid = (triton.cdiv(t, WINDOW), b * h)
         K._window_dq_kernel[grid](
-            q, k, v, g, dq, rden, delta, ep,
+            q, k, v, g, dq, rden, delta, ep, kmask,
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dq),
-            t, h, d ** -0.5, d, v.shape[-1], **blocks, **_launch("window_dq", dims),
+            t, h, d ** -0.5, d, v.shape[-1], **blocks, HAS_MASK=ctx.has_mask, **_launch("window_dq", dims),
         )  # fmt: skip
         dv_lin = dv_e if s > 0 else dv
         K._window_dkv_kernel[grid](
-            q, k, v, g, dk, dv, dv_lin, rden, delta, ep,
+            q, k, v, g, dk, dv, dv_lin, rden, delta, ep, kmask,
             *_strides(q), *_strides(k), *_strides(v), *_strides(g), *_strides(dk), *_strides(dv), *_strides(dv_lin),
-            t, max(s, 0), h, d ** -0.5, d, v.shape[-1], **blocks, **_launch("window_dkv", dims),
+            t, max(s, 0), h, d ** -0.5, d, v.shape[-1], **blocks, HAS_MASK=ctx.has_mask,
+            **_launch("window_dkv", dims),
         )  # fmt: skip
         # scaling the window terms e and phi(q) / gamma together by c moves o = N / (D + eps) only through
         # eps: d o / d c = o eps / den', so sum_ij e_ij de_ij + sum du . u = -eps sum delta, and
@@ -769,7 +761,7 @@ class _WindowFn(torch.autograd.Function):
         # not a sum over the bf16-rounded du = gamma dfq (which cancels to a few percent). The first window's
         # rows have no linear keys (du = 0): they add exactly nothing
         dgamma = (ep + ctx.eps * delta).view(b, h, t)[:, :, WINDOW:].sum((0, 2)) / gamma
-        return dq, dk, dv, dfq, dfk, dgamma, None
+        return dq, dk, dv, dfq, dfk, dgamma, None, None
 
 
 def window_attention(
@@ -781,11 +773,13 @@ def window_attention(
     window_factor: Tensor,
     window: int = WINDOW,
     eps: float = 1e-6,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
     """The sliding-window hybrid (``hedgehog.attention.window``), causal: exact softmax over the last
     ``window`` keys, linear attention on the features fq, fk (B, H, T, F) before them, one normaliser,
     ``window_factor`` gamma (H,) in (0, 1]. q, k (B, H, T, D), v (B, H, T, Dv). Gradients flow to q, k, v,
-    fq, fk and gamma. The window is one chunk of the kernels: 64 tokens.
+    fq, fk and gamma. The window is one chunk of the kernels: 64 tokens. ``key_padding_mask`` (B, T): keys
+    where it is 0 are left out of both parts (as ``hedgehog.attention.window`` does).
     """
     _check(q, k, v)
     if fq.shape[:3] != q.shape[:3] or fk.shape != fq.shape:
@@ -805,5 +799,14 @@ def window_attention(
             f"dims <= {MAX_HEAD_DIM}, F <= {2 * MAX_FEATURE_HALF} and, compiled, value dims >= {MIN_COMPILED_DIM}; "
             "use hedgehog.attention.window"
         )
+    kmask = None
+    if key_padding_mask is not None:
+        if key_padding_mask.shape != (q.shape[0], q.shape[2]):
+            raise ValueError(
+                f"key_padding_mask must be (batch, tokens) = {(q.shape[0], q.shape[2])}, got "
+                f"{tuple(key_padding_mask.shape)}"
+            )
+        kmask = key_padding_mask.to(device=q.device, dtype=torch.float32).contiguous()
+        fk = fk * kmask[:, None, :, None].to(fk.dtype)  # masked keys out of the linear part
     q, k, v, fq, fk = (_unit(x) for x in (q, k, v, fq, fk))
-    return _WindowFn.apply(q, k, v, fq, fk, window_factor.float().contiguous(), float(eps))
+    return _WindowFn.apply(q, k, v, fq, fk, window_factor.float().contiguous(), kmask, float(eps))
