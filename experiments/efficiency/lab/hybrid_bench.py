@@ -1,8 +1,8 @@
 """The sliding-window hybrid's kernels against the pure Hedgehog kernels (GPU): `hedgehog.kernels.
 window_attention` (softmax over the last 64 keys + Hedgehog outside, on features written by the map kernels)
 beside the fused Hedgehog kernels and the generic ones on the same features, forward and forward + backward,
-at each shape's lengths. The kernel issue's target for the hybrid: <= 1.3x the pure Hedgehog kernel.
-The output and every gradient are first checked against the float64 quadratic form (T = 1,000); nothing is
+and the peak memory of one forward + backward, at each shape's lengths. The kernel issue's target for the
+hybrid: <= 1.3x the pure Hedgehog kernel. The output and every gradient are first checked against the float64 quadratic form (T = 1,000); nothing is
 timed if that fails.
 
     python -m experiments.efficiency.lab.hybrid_bench [--shapes gpt2,llama2] [--lengths 1024,2048]
@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from experiments.efficiency.attention_bench import SHAPES, hedgehog_map
-from experiments.efficiency.timing import timer
+from experiments.efficiency.timing import peak_extra_memory_gb, timer
 
 
 def check(h: int, d: int, t: int = 1000, b: int = 2) -> float:
@@ -66,6 +66,10 @@ def times(b, h, t, d, fmap, time_ms) -> dict[str, float]:
     for name, forward in forwards.items():
         out[f"{name} fwd"] = time_ms(forward, grads)
         out[f"{name} fwd+bwd"] = time_ms(lambda forward=forward: forward().backward(grad), grads)
+    for name, forward in forwards.items():  # peak GB of one fwd+bwd above the inputs (as the sweep's)
+        for x in grads:
+            x.grad = None
+        out[f"{name} peak GB"] = peak_extra_memory_gb(lambda forward=forward: forward().backward(grad))
     return out
 
 
