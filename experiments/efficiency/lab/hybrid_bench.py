@@ -2,8 +2,8 @@
 window_attention` (softmax over the last 64 keys + Hedgehog outside, on features written by the map kernels)
 beside the fused Hedgehog kernels and the generic ones on the same features, forward and forward + backward,
 and the peak memory of one forward + backward, at each shape's lengths. The kernel issue's target for the
-hybrid: <= 1.3x the pure Hedgehog kernel. The output and every gradient are first checked against the float64 quadratic form (T = 1,000); nothing is
-timed if that fails.
+hybrid: <= 1.3x the pure Hedgehog kernel. The output and every gradient are first checked against the
+float64 quadratic form (T = 1,000); nothing is timed if that fails.
 
     python -m experiments.efficiency.lab.hybrid_bench [--shapes gpt2,llama2] [--lengths 1024,2048]
 """
