@@ -145,3 +145,14 @@ def test_sweep_table_shows_the_generic_columns_only_when_timed():
     table = markdown_table(record)
     assert "| generic ms | generic / fused | generic peak GB |" in table and "| 3.000 | 0.75x |" in table
     assert "Generic kernel vs float64" in table and "- gpt2: 2.00e-03" in table
+
+
+def test_profile_kernels_lists_what_ran_largest_first():
+    """The lab profiles' one helper: on the CPU, operators by self time, largest first, summing to the total."""
+    from experiments.efficiency.timing import profile_kernels
+
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    total, rows = profile_kernels(lambda: (a @ b).relu(), "cpu")
+    times = [ms for ms, _, _ in rows]
+    assert times == sorted(times, reverse=True) and total == pytest.approx(sum(times))
+    assert {"aten::mm", "aten::relu"} <= {name for _, _, name in rows}

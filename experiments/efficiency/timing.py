@@ -58,3 +58,25 @@ def peak_extra_memory_gb(step: Callable[[], object]) -> float:
     step()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 1e9
+
+
+def profile_kernels(step: Callable[[], object], device: str) -> tuple[float, list[tuple[float, int, str]]]:
+    """One profiled call of ``step``: the summed time (ms) and (ms, calls, name) per kernel, largest first;
+    device kernels on CUDA, CPU operators by self time elsewhere."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        sync(device)
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    attr = "self_device_time_total"
+    if not events:  # CPU: operators by self time instead
+        events, attr = list(prof.key_averages()), "self_cpu_time_total"
+    rows = sorted(((getattr(e, attr) / 1e3, e.count, e.key) for e in events), reverse=True)
+    return sum(r[0] for r in rows), rows
+
+
+def print_kernels(rows: list[tuple[float, int, str]], top: int) -> None:
+    for ms, count, name in rows[:top]:
+        print(f"  {ms:8.3f} ms  {count:4d} x  {name[:100]}", flush=True)

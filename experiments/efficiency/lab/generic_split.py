@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from experiments.efficiency.attention_bench import SHAPES, hedgehog_map, make_forward
-from experiments.efficiency.timing import timer
+from experiments.efficiency.timing import print_kernels, profile_kernels, timer
 
 
 def split(shape: str, length: int) -> None:
@@ -62,6 +62,12 @@ def split(shape: str, length: int) -> None:
     print(f"{shape} T={length} B={b} H={h} D={d} F={2 * d}")
     for name, ms in rows.items():
         print(f"  {ms:8.3f} ms  {name}")
+    for name, step in (("map kernels", map_kernels), ("mapped", whole("mapped"))):
+        for x in grads:
+            x.grad = None
+        total, kernels = profile_kernels(step, "cuda")
+        print(f"  {name} fwd+bwd, one profiled call: device kernels {total:.3f} ms in all", flush=True)
+        print_kernels(kernels, 8)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from experiments.efficiency.attention_bench import SHAPES, hedgehog_map
-from experiments.efficiency.timing import timer
+from experiments.efficiency.timing import print_kernels, profile_kernels, timer
 
 
 def inputs(shape: str, t: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -50,17 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(2):
             step()
         torch.cuda.synchronize()
-        with torch.profiler.profile(
-            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        ) as prof:
-            step()
-            torch.cuda.synchronize()
-        kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-        kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-        total = sum(e.self_device_time_total for e in kernels) / 1e3
+        total, rows = profile_kernels(step, "cuda")
         print(f"{shape} T={t}: hybrid fwd+bwd, device kernels {total:.3f} ms in all", flush=True)
-        for e in kernels[: args.top]:
-            print(f"  {e.self_device_time_total / 1e3:8.3f} ms  {e.count:3d}x  {e.key[:100]}", flush=True)
+        print_kernels(rows, args.top)
         for kind in ("window_fwd", "window_dq", "window_dkv"):
             for warps in (4, 8):
                 for stages in (1,):

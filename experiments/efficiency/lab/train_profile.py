@@ -14,7 +14,7 @@ import time
 import torch
 
 from experiments.efficiency.model_bench import GPT2_125M, GPT2_TINY, training_step
-from experiments.efficiency.timing import sync
+from experiments.efficiency.timing import print_kernels, profile_kernels, sync
 
 
 def profile(attention: str, length: int, tokens: int, top: int, device: str, size: dict) -> float:
@@ -27,24 +27,12 @@ def profile(attention: str, length: int, tokens: int, top: int, device: str, siz
     step()
     sync(device)
     wall_ms = (time.perf_counter() - start) * 1e3
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        step()
-        sync(device)
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    if not kernels:  # CPU: operators by self time instead
-        kernels = list(prof.key_averages())
-    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    kernels.sort(key=lambda e: getattr(e, attr), reverse=True)
-    total_ms = sum(getattr(e, attr) for e in kernels) / 1e3
+    total_ms, rows = profile_kernels(step, device)
     print(
         f"\n{attention}: T={length} B={tokens // length}, step {wall_ms:.1f} ms wall, {total_ms:.1f} ms "
         f"{'of device kernels' if device == 'cuda' else 'of CPU operators (self)'}"
     )
-    for e in kernels[:top]:
-        print(f"  {getattr(e, attr) / 1e3:8.2f} ms  {e.count:6d} x  {e.key[:110]}")
+    print_kernels(rows, top)
     return total_ms
 
 
