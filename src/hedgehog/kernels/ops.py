@@ -630,16 +630,16 @@ class _HedgehogMapFn(torch.autograd.Function):
         bd, bdp, warps = _map_launch(d, dp)
         g = _unit(grad_f)
         dx = torch.empty_like(x)
-        dz = torch.empty(h, b, t, dp, device=x.device, dtype=STATE_DTYPE)  # heads first: dW's GEMM
-        zs = dz.stride()
+        dz = torch.empty(b, h, t, dp, device=x.device, dtype=STATE_DTYPE)
         K._map_bwd_kernel[(triton.cdiv(t, MAP_TOKENS), b * h)](
-            x, g, dx, dz, w, bias, *_strides(x), *_strides(g), *_strides(dx), zs[1], zs[0], zs[2],
+            x, g, dx, dz, w, bias, *_strides(x), *_strides(g), *_strides(dx), *_strides(dz),
             t, h, ctx.inv_temp, d, dp, 2 * dp, MODE=ctx.mode, BD=bd, BDP=bdp, BT=MAP_TOKENS, num_warps=warps,
         )  # fmt: skip
-        # dW[h] = x[:, h]^T dz[h] over every (batch, token): one batched GEMM, fp32 accumulation
-        xh = x.transpose(0, 1).reshape(h, b * t, d)
-        dw = torch.bmm(xh.transpose(1, 2), dz.view(h, b * t, dp).to(x.dtype)).float()
-        db = dz.sum(dim=(1, 2), dtype=torch.float32)
+        # dW[h] = sum_b x[b, h]^T dz[b, h]: one batched GEMM per (batch, head) on x as it lies (no transposed
+        # copy of x), then the sum over the batch in fp32
+        xt = x.reshape(b * h, t, d).transpose(1, 2)
+        dw = torch.bmm(xt, dz.view(b * h, t, dp).to(x.dtype)).view(b, h, d, dp).sum(0, dtype=torch.float32)
+        db = dz.sum(dim=(0, 2), dtype=torch.float32)
         return dx, dw, db, None, None
 
 
