@@ -357,8 +357,9 @@ def test_feature_map_kernel_refuses_mismatched_shapes():
 
 def window_against_float64(b, h, t, d, dv, dtype, device, tied=False, mask=None):
     """kernels.window_attention against the quadratic hybrid form in float64: the relative errors of the
-    output and of the gradients of q, k, v, fq, fk and gamma (absolute where the reference is 0: with
-    t <= 64 every key is in the window and the linear part has no gradient).
+    output, of the gradients of q, k, v, fq, fk and gamma (absolute where the reference is 0: with
+    t <= 64 every key is in the window and the linear part has no gradient) and of the returned linear
+    state of all keys (kv, k_sum).
 
     The reference takes the inputs as rounded to the kernel's dtype: the window's shift m_i = max_j s_ij
     is part of the function, so its gradient goes to the row's argmax key, and where two scores nearly tie
@@ -384,12 +385,14 @@ def window_against_float64(b, h, t, d, dv, dtype, device, tied=False, mask=None)
         x.to(device, dtype if x is not gamma else torch.float32).requires_grad_()
         for x in (q, k, v, fq, fk, gamma)
     ]
-    out = kernels.window_attention(*inputs, key_padding_mask=None if mask is None else mask.to(device))
+    out, state = kernels.window_attention(*inputs, key_padding_mask=None if mask is None else mask.to(device))
     assert out.dtype == dtype and out.shape == v.shape
     grads = torch.autograd.grad(out, inputs, grad.to(device, dtype))
+    kept = refs[4].detach() * (1.0 if mask is None else mask[:, None, :, None].double())
+    ref_state = (kept.transpose(-1, -2) @ refs[2].detach(), kept.sum(-2))  # the linear state of all keys
     return [
         rel(x.cpu(), r) if r.norm() > 0 else x.abs().max().item()
-        for x, r in zip((out, *grads), (ref, *ref_grads), strict=True)
+        for x, r in zip((out, *grads, *state), (ref, *ref_grads, *ref_state), strict=True)
     ]
 
 

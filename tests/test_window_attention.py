@@ -18,6 +18,8 @@ from hedgehog.attention import (
     quadratic_window_attention,
     recurrent_window_attention,
     softmax_attention_weights,
+    window_attention_state,
+    window_state_after,
 )
 from hedgehog.config import compose
 from hedgehog.models.cache import LinearAttentionCache
@@ -535,3 +537,22 @@ def test_the_distill_stage_trains_exactly_the_feature_maps_and_window_factors(lo
     load_feature_maps(other, state)
     for name, value in feature_map_state_dict(other).items():
         assert torch.equal(value, state[name])
+
+
+@pytest.mark.parametrize("t", [10, 63, 64, 150])
+def test_window_state_after_matches_the_state_of_the_forms(t):
+    """The state made from the linear state of all keys (what the kernels return) equals the one the
+    quadratic and chunked forms hand on: the last window - 1 tokens taken out again and kept exactly,
+    padded keys left out."""
+    torch.manual_seed(0)
+    k, v = torch.randn(2, 3, t, 8, dtype=torch.float64), torch.randn(2, 3, t, 5, dtype=torch.float64)
+    fk = torch.rand(2, 3, t, 6, dtype=torch.float64)
+    mask = torch.ones(2, t, dtype=torch.bool)
+    mask[1, ::3] = False
+    kept = fk * mask[:, None, :, None]
+    state = window_state_after(kept.transpose(-1, -2) @ v, kept.sum(-2), k, fk, v, 64, mask)
+    ref = window_attention_state(k, fk, v, 64, mask)
+    assert state.offset == ref.offset == t
+    for name in ("kv", "k_sum", "keys", "key_features", "values", "key_mask"):
+        a, b = getattr(state, name), getattr(ref, name)
+        assert a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=1e-12), name

@@ -36,6 +36,7 @@ from hedgehog.attention.window import (
     recurrent_window_attention,
     window_attention_state,
     window_attention_weights,
+    window_state_after,
 )
 
 __all__ = [
@@ -68,4 +69,5 @@ __all__ = [
     "softmax_attention_weights",
     "window_attention_state",
     "window_attention_weights",
+    "window_state_after",
 ]

@@ -36,6 +36,7 @@ from hedgehog.attention.window import (
     quadratic_window_attention,
     recurrent_window_attention,
     window_attention_state,
+    window_state_after,
 )
 
 CAUSAL_FORMS = ("chunked", "quadratic", "recurrent")
@@ -333,6 +334,8 @@ class SlidingWindowLinearAttention(nn.Module):
         if not kernels.supported(q.shape[-1], fq.shape[-1], v.shape[-1]):
             return None
         fq, fk, v = (x.to(q.dtype) for x in (fq, fk, v))
-        out = kernels.window_attention(q, k, v, fq, fk, self.window_factors(), self.window, self.eps)
-        with torch.no_grad():
-            return out, window_attention_state(k, fk, v, self.window)
+        out, (kv, k_sum) = kernels.window_attention(
+            q, k, v, fq, fk, self.window_factors(), self.window, self.eps
+        )
+        with torch.no_grad():  # the state from the kernels' own linear state: no second pass over the keys
+            return out, window_state_after(kv, k_sum, k, fk, v, self.window)

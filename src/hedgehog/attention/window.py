@@ -253,6 +253,37 @@ def window_attention_state(
     return _carry(state.kv, state.k_sum, k.shape[-2], tokens, 0, window)
 
 
+@_autocast_off
+def window_state_after(
+    kv: Tensor,
+    k_sum: Tensor,
+    k: Tensor,
+    fk: Tensor,
+    v: Tensor,
+    window: int,
+    key_padding_mask: Tensor | None = None,
+) -> WindowAttentionState:
+    """The state after the tokens k, v from the start of a sequence, given the linear state (kv, k_sum) of
+    all of them (float32, padded keys left out; what ``hedgehog.kernels.window_attention`` returns): the
+    last window - 1 tokens come out of it again and are kept exactly, as ``window_attention_state`` keeps them."""
+    mask = _key_mask(key_padding_mask, k)
+    keep = max(0, k.shape[-2] - (window - 1))
+    last = fk[..., keep:, :] * mask[:, None, keep:, None].to(fk.dtype)
+    if keep == 0:  # every token is still in a window: nothing linear yet
+        kv, k_sum = torch.zeros_like(kv), torch.zeros_like(k_sum)
+    else:
+        kv, k_sum = _fold(kv, k_sum, -last, v[..., keep:, :])
+    return WindowAttentionState(
+        kv,
+        k_sum,
+        k.shape[-2],
+        k[..., keep:, :].clone(),
+        last.clone(),
+        v[..., keep:, :].clone(),
+        mask[:, keep:].clone(),
+    )
+
+
 def _check_continuation(q: Tensor, k: Tensor, state: WindowAttentionState | None) -> None:
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(

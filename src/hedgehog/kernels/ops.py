@@ -687,7 +687,9 @@ class _WindowFn(torch.autograd.Function):
         dims = _dims(0, fq, v, None)._replace(BT=WINDOW)
         b, h, t = q.shape[:3]
         cfg = _Config(0, True, eps, 1.0, None)
-        hs, hz, _, _ = _chunk_states(fk, v, fk, fk, fk, False, fk, fk, None, None, dims, cfg, t, h, False)
+        hs, hz, end_s, end_z = _chunk_states(
+            fk, v, fk, fk, fk, False, fk, fk, None, None, dims, cfg, t, h, False
+        )
         o = torch.empty_like(v)
         store_res = v.dtype in (torch.float16, torch.bfloat16) and any(ctx.needs_input_grad[:6])
         res = torch.empty_like(v) if store_res else o
@@ -705,10 +707,12 @@ class _WindowFn(torch.autograd.Function):
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, fq, fk, gamma, o, res, rden, kmask)
         ctx.store_res, ctx.eps, ctx.has_mask = store_res, eps, has_mask
-        return o
+        kv, k_sum = _unpad_state(end_s, end_z, b, h, dims)  # the linear state of all T keys, fp32
+        ctx.mark_non_differentiable(kv, k_sum)
+        return o, kv, k_sum
 
     @staticmethod
-    def backward(ctx, grad_o):
+    def backward(ctx, grad_o, _grad_kv, _grad_k_sum):
         q, k, v, fq, fk, gamma, o, res, rden, kmask = ctx.saved_tensors
         b, h, t, d = q.shape
         g = _unit(grad_o)
@@ -774,12 +778,15 @@ def window_attention(
     window: int = WINDOW,
     eps: float = 1e-6,
     key_padding_mask: Tensor | None = None,
-) -> Tensor:
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """The sliding-window hybrid (``hedgehog.attention.window``), causal: exact softmax over the last
     ``window`` keys, linear attention on the features fq, fk (B, H, T, F) before them, one normaliser,
     ``window_factor`` gamma (H,) in (0, 1]. q, k (B, H, T, D), v (B, H, T, Dv). Gradients flow to q, k, v,
     fq, fk and gamma. The window is one chunk of the kernels: 64 tokens. ``key_padding_mask`` (B, T): keys
     where it is 0 are left out of both parts (as ``hedgehog.attention.window`` does).
+
+    Returns the output (dtype of v) and the linear state of all T keys, (kv (B, H, F, Dv), k_sum (B, H, F))
+    in float32, a constant: ``hedgehog.attention.window.window_state_after`` makes the hybrid's state of it.
     """
     _check(q, k, v)
     if fq.shape[:3] != q.shape[:3] or fk.shape != fq.shape:
@@ -809,4 +816,5 @@ def window_attention(
         kmask = key_padding_mask.to(device=q.device, dtype=torch.float32).contiguous()
         fk = fk * kmask[:, None, :, None].to(fk.dtype)  # masked keys out of the linear part
     q, k, v, fq, fk = (_unit(x) for x in (q, k, v, fq, fk))
-    return _WindowFn.apply(q, k, v, fq, fk, window_factor.float().contiguous(), kmask, float(eps))
+    o, kv, k_sum = _WindowFn.apply(q, k, v, fq, fk, window_factor.float().contiguous(), kmask, float(eps))
+    return o, (kv, k_sum)
