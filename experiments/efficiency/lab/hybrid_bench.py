@@ -42,19 +42,25 @@ def check(h: int, d: int, t: int = 1000, b: int = 2) -> float:
     return max(((x.double() - r).norm() / r.norm()).item() for x, r in pairs)
 
 
+def hybrid_inputs(b: int, h: int, t: int, d: int, fmap) -> list[torch.Tensor]:
+    """q, k, v (bf16), their features fq, fk written by the map kernels, and gamma = 0.5 per head, all
+    requiring grad: the hybrid's inputs for the timings here and in hybrid_profile."""
+    from hedgehog.kernels import hedgehog_features
+
+    q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    with torch.no_grad():
+        fq = hedgehog_features(q, fmap.weight_q, fmap.bias_q)
+        fk = hedgehog_features(k, fmap.weight_k, fmap.bias_k)
+    gamma = torch.full((h,), 0.5, device="cuda")
+    return [x.requires_grad_() for x in (q, k, v, fq, fk, gamma)]
+
+
 def times(b, h, t, d, fmap, time_ms) -> dict[str, float]:
     """Forward and fwd+bwd ms of the fused Hedgehog kernels, the generic ones and the hybrid, same inputs."""
-    from hedgehog.kernels import hedgehog_attention, hedgehog_features, linear_attention, window_attention
+    from hedgehog.kernels import hedgehog_attention, linear_attention, window_attention
 
     params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
-    q, k, v = (
-        torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
-    )
-    with torch.no_grad():
-        fq0 = hedgehog_features(q, fmap.weight_q, fmap.bias_q)
-        fk0 = hedgehog_features(k, fmap.weight_k, fmap.bias_k)
-    fq, fk = fq0.requires_grad_(), fk0.requires_grad_()
-    gamma = torch.full((h,), 0.5, device="cuda", requires_grad=True)
+    q, k, v, fq, fk, gamma = hybrid_inputs(b, h, t, d, fmap)
     grad = torch.randn_like(v)
     forwards = {
         "fused": lambda: hedgehog_attention(q, k, v, *params)[0],

@@ -14,22 +14,16 @@ import argparse
 import torch
 
 from experiments.efficiency.attention_bench import SHAPES, hedgehog_map
+from experiments.efficiency.lab.hybrid_bench import hybrid_inputs
 from experiments.efficiency.timing import print_kernels, profile_kernels, timer
 
 
 def inputs(shape: str, t: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """q, k, v, fq, fk (bf16, written by the map kernels) and gamma, all requiring grad, and an upstream grad."""
-    from hedgehog.kernels import hedgehog_features
-
+    """The hybrid's inputs at a shape and length (`hybrid_bench.hybrid_inputs`) and an upstream grad."""
     cfg = SHAPES[shape]
     b, h, d = cfg["tokens"] // t, cfg["H"], cfg["D"]
-    fmap = hedgehog_map(h, d, "cuda")
-    q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    with torch.no_grad():
-        fq = hedgehog_features(q, fmap.weight_q, fmap.bias_q)
-        fk = hedgehog_features(k, fmap.weight_k, fmap.bias_k)
-    gamma = torch.full((h,), 0.5, device="cuda")
-    return [x.requires_grad_() for x in (q, k, v, fq, fk, gamma)], torch.randn_like(v)
+    xs = hybrid_inputs(b, h, t, d, hedgehog_map(h, d, "cuda"))
+    return xs, torch.randn_like(xs[2])
 
 
 def main(argv: list[str] | None = None) -> None:

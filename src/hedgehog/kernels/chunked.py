@@ -1018,7 +1018,7 @@ def _window_fwd_kernel(
     kmask_ptr += ib * T
     kc = _keys_kept(kmask_ptr, offs_t, rm, HAS_MASK)
     kp = _keys_kept(kmask_ptr, offs_s, pm, HAS_MASK)
-    a_cur, a_prev, _, _, _, _ = _window_scores(q, k_ptr, skt, offs_t, offs_s, kc, kp, scale, D, BD, BT)
+    a_cur, a_prev, _, _, _, _, _ = _window_scores(q, k_ptr, skt, offs_t, offs_s, kc, kp, scale, D, BD, BT)
     lin_prev = (tl.arange(0, BT)[:, None] >= tl.arange(0, BT)[None, :]) & pm[None, :]
     inv_gamma = 1.0 / tl.load(gamma_ptr + ih)
     num = tl.zeros((BT, BV), tl.float32)
@@ -1060,8 +1060,9 @@ def _keys_kept(kmask_ptr, offs, valid, HAS_MASK: tl.constexpr):
 @triton.jit
 def _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD: tl.constexpr, BT: tl.constexpr):
     """The hybrid's window terms of one query chunk: exp(s - m) over its own chunk's keys (e_cur) and the
-    previous chunk's (e_prev), 0 outside the window, and where each row's max m is taken (at_cur, at_prev).
-    rm, pm: the keys of the two chunks that count (that exist and that the key mask keeps)."""
+    previous chunk's (e_prev), 0 outside the window, where each row's max m is taken (at_cur, at_prev) and
+    by how many keys (ties). rm, pm: the keys of the two chunks that count (that exist and that the key mask
+    keeps)."""
     offs_d = tl.arange(0, BD)
     dm = offs_d[None, :] < D
     k = tl.load(k_ptr + offs_t[:, None] * skt + offs_d[None, :], mask=rm[:, None] & dm, other=0.0).to(PROJ)
@@ -1078,7 +1079,15 @@ def _window_scores(q, k_ptr, skt, offs_t, offs_s, rm, pm, scale, D, BD: tl.const
     e_prev = tl.where(win_prev, tl.exp(s_prev - m[:, None]), 0.0)
     at_cur = win_cur & (s_cur == m[:, None])
     at_prev = win_prev & (s_prev == m[:, None])
-    return e_cur, e_prev, at_cur, at_prev, k, kp
+    ties = tl.sum(at_cur.to(tl.float32), 1) + tl.sum(at_prev.to(tl.float32), 1)
+    return e_cur, e_prev, at_cur, at_prev, ties, k, kp
+
+
+@triton.jit
+def _g_hat(g_ptr, sgt, offs, rows, offs_v, vm, rden):
+    """g / den' of the rows at offs, one block of value columns, in the DOT type."""
+    g = tl.load(g_ptr + offs[:, None] * sgt + offs_v[None, :], mask=rows[:, None] & vm, other=0.0)
+    return (g.to(tl.float32) * rden[:, None]).to(DOT)
 
 
 @triton.jit
@@ -1142,7 +1151,7 @@ def _window_dq_kernel(
     kmask_ptr += ib * T
     kc = _keys_kept(kmask_ptr, offs_t, rm, HAS_MASK)
     kpm = _keys_kept(kmask_ptr, offs_s, pm, HAS_MASK)
-    e_cur, e_prev, at_cur, at_prev, k, kp = _window_scores(
+    e_cur, e_prev, at_cur, at_prev, ties, k, kp = _window_scores(
         q, k_ptr, skt, offs_t, offs_s, kc, kpm, scale, D, BD, BT
     )
     rden = tl.load(rden_ptr + ibh * T + offs_t, mask=rm, other=0.0)
@@ -1152,8 +1161,7 @@ def _window_dq_kernel(
     for iv in tl.static_range(NV):
         offs_v = iv * BV + tl.arange(0, BV)
         vm = offs_v[None, :] < DV
-        g = tl.load(g_ptr + offs_t[:, None] * sgt + offs_v[None, :], mask=rm[:, None] & vm, other=0.0)
-        g = (g.to(tl.float32) * rden[:, None]).to(DOT)
+        g = _g_hat(g_ptr, sgt, offs_t, rm, offs_v, vm, rden)
         v = tl.load(v_ptr + offs_t[:, None] * svt + offs_v[None, :], mask=rm[:, None] & vm, other=0.0)
         vp = tl.load(v_ptr + offs_s[:, None] * svt + offs_v[None, :], mask=pm[:, None] & vm, other=0.0)
         p_cur += tl.dot(g, tl.trans(v.to(DOT)))
@@ -1162,7 +1170,6 @@ def _window_dq_kernel(
     ep_prev = e_prev * p_prev
     ep_row = tl.sum(ep_cur, 1) + tl.sum(ep_prev, 1)
     tl.store(ep_ptr + ibh * T + offs_t, ep_row, mask=rm)
-    ties = tl.sum(at_cur.to(tl.float32), 1) + tl.sum(at_prev.to(tl.float32), 1)
     through_max = ep_row / tl.maximum(ties, 1.0)
     ds_cur = (ep_cur - tl.where(at_cur, through_max[:, None], 0.0)) * scale
     ds_prev = (ep_prev - tl.where(at_prev, through_max[:, None], 0.0)) * scale
@@ -1246,10 +1253,12 @@ def _window_dkv_kernel(
     kc = _keys_kept(kmask_ptr, offs_c, cm, HAS_MASK)
     kn = _keys_kept(kmask_ptr, offs_n, nm, HAS_MASK)
     kp = _keys_kept(kmask_ptr, offs_p, pm, HAS_MASK)
-    e_cc, _, at_cc, at_cp, _, _ = _window_scores(q_c, k_ptr, skt, offs_c, offs_p, kc, kp, scale, D, BD, BT)
-    _, e_nc, at_nn, at_nc, _, _ = _window_scores(q_n, k_ptr, skt, offs_n, offs_c, kn, kc, scale, D, BD, BT)
-    ties_c = tl.sum(at_cc.to(tl.float32), 1) + tl.sum(at_cp.to(tl.float32), 1)
-    ties_n = tl.sum(at_nn.to(tl.float32), 1) + tl.sum(at_nc.to(tl.float32), 1)
+    e_cc, _, at_cc, _, ties_c, _, _ = _window_scores(
+        q_c, k_ptr, skt, offs_c, offs_p, kc, kp, scale, D, BD, BT
+    )
+    _, e_nc, _, at_nc, ties_n, _, _ = _window_scores(
+        q_n, k_ptr, skt, offs_n, offs_c, kn, kc, scale, D, BD, BT
+    )
     rden_c = tl.load(rden_ptr + ibh * T + offs_c, mask=cm, other=0.0)
     rden_n = tl.load(rden_ptr + ibh * T + offs_n, mask=nm, other=0.0)
     delta_c = tl.load(delta_ptr + ibh * T + offs_c, mask=cm, other=0.0)
@@ -1261,10 +1270,8 @@ def _window_dkv_kernel(
     for iv in tl.static_range(NV):
         offs_v = iv * BV + tl.arange(0, BV)
         vm = offs_v[None, :] < DV
-        g_c = tl.load(g_ptr + offs_c[:, None] * sgt + offs_v[None, :], mask=cm[:, None] & vm, other=0.0)
-        g_c = (g_c.to(tl.float32) * rden_c[:, None]).to(DOT)
-        g_n = tl.load(g_ptr + offs_n[:, None] * sgt + offs_v[None, :], mask=nm[:, None] & vm, other=0.0)
-        g_n = (g_n.to(tl.float32) * rden_n[:, None]).to(DOT)
+        g_c = _g_hat(g_ptr, sgt, offs_c, cm, offs_v, vm, rden_c)
+        g_n = _g_hat(g_ptr, sgt, offs_n, nm, offs_v, vm, rden_n)
         v = tl.load(v_ptr + offs_c[:, None] * svt + offs_v[None, :], mask=cm[:, None] & vm, other=0.0).to(DOT)
         p_cc += tl.dot(g_c, tl.trans(v))
         p_nc += tl.dot(g_n, tl.trans(v))
