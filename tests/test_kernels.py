@@ -417,32 +417,43 @@ def test_window_kernel_splits_the_max_among_tied_keys():
     assert max(errors) < 1e-5, errors
 
 
-def window_layer_against_float64(device: str, b: int, h: int, t: int, d: int) -> list[float]:
-    """SlidingWindowLinearAttention's kernel path in bf16 (on CUDA through ``forward``; on the CPU, under the
-    interpreter, through ``_kernel_forward``, which forward takes for CUDA bf16 tensors) against the layer
-    in float64: relative errors of the output, of the gradients of q, k, v and of the parameters (map,
-    window factors), and of the next token decoded from the state it hands on."""
+def window_layer_against_float64(
+    device: str, b: int, h: int, t: int, d: int, padded: bool = False, dtype: torch.dtype = torch.bfloat16
+) -> list[float]:
+    """SlidingWindowLinearAttention's kernel path in half precision (on CUDA through ``forward``; on the CPU,
+    under the interpreter, through ``_kernel_forward``, which forward takes for CUDA half tensors) against the
+    layer in float64: relative errors of the output, of the gradients of q, k, v and of the parameters (map,
+    window factors), and of the next token decoded from the state it hands on. ``padded``: a key padding
+    mask with the batch's first row right-padded (as SAMSum's training batches are), the last left-padded
+    by 70 keys (so its first rows see no key) and holes mid-sequence in the others."""
     torch.manual_seed(0)
+    mask = None
+    if padded:
+        mask = torch.ones(b, t, dtype=torch.bool)
+        mask[0, t - 40 :] = False
+        mask[-1, :70] = False
+        mask[1:-1, 5::7] = False
     layer = SlidingWindowLinearAttention(h, d, HedgehogFeatureMap, window_factor=0.3)
     with torch.no_grad():
         for p in layer.feature_map.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    q, k, v, grad_out = (torch.randn(b, h, t, d).to(torch.bfloat16) for _ in range(4))
+    q, k, v, grad_out = (torch.randn(b, h, t, d).to(dtype) for _ in range(4))
     ref_layer = copy.deepcopy(layer).double()
     ins = [x.double().requires_grad_() for x in (q, k, v)]
-    ref, ref_state = ref_layer(*ins)
+    ref, ref_state = ref_layer(*ins, key_padding_mask=mask)
     ref_grads = torch.autograd.grad(ref, [*ins, *ref_layer.parameters()], grad_out.double())
     layer = layer.to(device)
     ins = [x.to(device).requires_grad_() for x in (q, k, v)]
-    with torch.autocast(device, dtype=torch.bfloat16):
+    dev_mask = mask.to(device) if mask is not None else None
+    with torch.autocast(device, dtype=dtype):
         if device == "cpu":
-            out, state = layer._kernel_forward(*ins, *layer.features(*ins[:2]))
+            out, state = layer._kernel_forward(*ins, *layer.features(*ins[:2]), dev_mask)
         else:
-            out, state = layer(*ins)
-    assert out.dtype == torch.bfloat16
+            out, state = layer(*ins, key_padding_mask=dev_mask)
+    assert out.dtype == dtype
     grads = torch.autograd.grad(out, [*ins, *layer.parameters()], grad_out.to(device))
-    nxt = [torch.randn(b, h, 1, d).to(torch.bfloat16) for _ in range(3)]
-    with torch.autocast(device, dtype=torch.bfloat16):
+    nxt = [torch.randn(b, h, 1, d).to(dtype) for _ in range(3)]
+    with torch.autocast(device, dtype=dtype):
         step, _ = layer(*(x.to(device) for x in nxt), cache=state)
     ref_step, _ = ref_layer(*(x.double() for x in nxt), cache=ref_state)
     pairs = zip((out, *grads, step), (ref, *ref_grads, ref_step), strict=True)
@@ -456,8 +467,9 @@ WINDOW_LAYER_BOUNDS = [1e-2] + [2e-2] * 8 + [1e-2]
 
 
 @interpreter
-def test_window_layer_kernel_path_logic():
-    errors = window_layer_against_float64("cpu", 1, 2, 150, 16)
+@pytest.mark.parametrize("padded", [False, True])
+def test_window_layer_kernel_path_logic(padded):
+    errors = window_layer_against_float64("cpu", 3 if padded else 1, 2, 150, 16, padded)
     assert all(e < bound for e, bound in zip(errors, WINDOW_LAYER_BOUNDS, strict=True)), errors
 
 
@@ -686,8 +698,8 @@ def test_gpu_feature_map_kernel(activation, d):
 @pytest.mark.gpu
 @pytest.mark.parametrize("d", [64, 128])
 def test_gpu_feature_map_and_window_kernels_in_float16(d):
-    """The map and hybrid kernels in float16 against float64 (the layers dispatch them for bf16 only until
-    this has passed on a GPU)."""
+    """The map and hybrid kernels in float16 against float64 (what lets the layers dispatch them for float16
+    as well as bf16)."""
     errors = map_against_float64(4, 3, 1000, d, d, "softmax", 1.0, torch.float16, "cuda")
     assert max(errors) < GPU_TOL, errors
     errors = window_against_float64(2, 4, 1000, d, d, torch.float16, "cuda")
@@ -739,9 +751,11 @@ def test_gpu_window_kernel_with_key_mask():
 
 
 @pytest.mark.gpu
-def test_gpu_window_layer_takes_the_kernel(monkeypatch):
-    """SlidingWindowLinearAttention on CUDA in bf16 runs the hybrid's kernels and matches the layer in
-    float64 on the CPU (``window_layer_against_float64``: output, gradients, the next decoded token)."""
+@pytest.mark.parametrize(("padded", "dtype"), [(False, torch.bfloat16), (True, torch.bfloat16), (True, torch.float16)])
+def test_gpu_window_layer_takes_the_kernel(monkeypatch, padded, dtype):
+    """SlidingWindowLinearAttention on CUDA in half precision, with or without a key padding mask, runs the
+    hybrid's kernels and matches the layer in float64 on the CPU (``window_layer_against_float64``: output,
+    gradients, the next decoded token)."""
     calls, kernel = [], kernels.window_attention
 
     def spy(*args, **kwargs):
@@ -749,8 +763,9 @@ def test_gpu_window_layer_takes_the_kernel(monkeypatch):
         return kernel(*args, **kwargs)
 
     monkeypatch.setattr(kernels, "window_attention", spy)
-    errors = window_layer_against_float64("cuda", 2, 4, 300, 64)
-    assert calls == [(2, 4, 300, 64)]
+    b = 3 if padded else 2
+    errors = window_layer_against_float64("cuda", b, 4, 300, 64, padded, dtype)
+    assert calls == [(b, 4, 300, 64)]
     assert all(e < bound for e, bound in zip(errors, WINDOW_LAYER_BOUNDS, strict=True)), errors
 
 

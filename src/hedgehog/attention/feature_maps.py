@@ -167,9 +167,7 @@ class HedgehogFeatureMap(FeatureMap):
         return torch.cat([torch.exp(z - m), torch.exp(-z - m)], dim=-1)
 
     def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
-        # bf16 only: the map kernels' float16 check (test_gpu_feature_map_and_window_kernels_in_float16) has not
-        # run on a GPU yet
-        if q.is_cuda and q.dtype == torch.bfloat16 and k.dtype == q.dtype:
+        if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype:
             from hedgehog import kernels  # triton is optional; imported only when a kernel runs
 
             if kernels.supported(q.shape[-1], self.feature_dim, q.shape[-1]):

@@ -249,8 +249,8 @@ class SlidingWindowLinearAttention(nn.Module):
     head by gamma_h = sigmoid(``window_factor_logit``), which starts at ``window_factor`` (LoLCATs:
     0.1) and trains with the feature map in stage 1. Causal only (the hybrid serves decoder LLMs).
     ``causal_form`` as for ``LinearAttention``; the cache is a ``WindowAttentionState``: (S, z) plus
-    the last window - 1 keys and values, fixed in size. On CUDA in bfloat16, a sequence from its start
-    (no cache, no padding, window 64) runs through the hybrid's kernels (``kernels.window_attention``).
+    the last window - 1 keys and values, fixed in size. On CUDA in half precision, a sequence from its start
+    (no cache, window 64, padded or not) runs through the hybrid's kernels (``kernels.window_attention``).
     """
 
     def __init__(
@@ -309,8 +309,8 @@ class SlidingWindowLinearAttention(nn.Module):
                 f"SlidingWindowLinearAttention continues from a WindowAttentionState, got {type(cache).__name__}"
             )
         fq, fk = self.features(q, k, cache.offset if cache is not None else 0)
-        if q.is_cuda and cache is None and key_padding_mask is None and self.causal_form == "chunked":
-            fused = self._kernel_forward(q, k, v, fq, fk)
+        if q.is_cuda and cache is None and self.causal_form == "chunked":
+            fused = self._kernel_forward(q, k, v, fq, fk, key_padding_mask)
             if fused is not None:
                 return fused
         args = (q, k, v, fq, fk, self.window, self.window_factors())
@@ -322,12 +322,18 @@ class SlidingWindowLinearAttention(nn.Module):
         return chunked_window_attention(*args, self.chunk_size, self.eps, key_padding_mask, cache)
 
     def _kernel_forward(
-        self, q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        fq: Tensor,
+        fk: Tensor,
+        key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, WindowAttentionState] | None:
         """A sequence from its start through the hybrid's Triton kernels (half precision on CUDA, a window
-        of 64, sizes the kernels take), else None. The returned state, for continuing, is a constant."""
-        # bf16 only until the float16 check (test_gpu_feature_map_and_window_kernels_in_float16) has run on a GPU
-        if q.dtype != torch.bfloat16 or self.window != 64 or q.shape[:3] != k.shape[:3]:
+        of 64, sizes the kernels take), else None. Padded keys (``key_padding_mask`` False) leave the window
+        and the linear part in the kernels. The returned state, for continuing, is a constant."""
+        if q.dtype not in (torch.float16, torch.bfloat16) or self.window != 64 or q.shape[:3] != k.shape[:3]:
             return None
         from hedgehog import kernels  # triton is optional; imported only when a kernel runs
 
@@ -335,7 +341,7 @@ class SlidingWindowLinearAttention(nn.Module):
             return None
         fq, fk, v = (x.to(q.dtype) for x in (fq, fk, v))
         out, (kv, k_sum) = kernels.window_attention(
-            q, k, v, fq, fk, self.window_factors(), self.window, self.eps
+            q, k, v, fq, fk, self.window_factors(), self.window, self.eps, key_padding_mask=key_padding_mask
         )
         with torch.no_grad():  # the state from the kernels' own linear state: no second pass over the keys
-            return out, window_state_after(kv, k_sum, k, fk, v, self.window)
+            return out, window_state_after(kv, k_sum, k, fk, v, self.window, key_padding_mask)
