@@ -1,11 +1,12 @@
-"""Launch-option sweep and per-kernel time breakdown of the fused Hedgehog kernels (GPU only).
+"""Launch-option sweep and per-kernel time breakdown of a kernel method (GPU only): the fused Hedgehog
+kernels (default) or `mapped` (the map kernels writing features once, then the generic chunked kernels).
 
 For each launch configuration: the float64 check of the benchmark (outputs and all gradients,
 NaN-poisoned memory; configurations that fail are not timed), then forward and forward+backward
 times (triton.testing.do_bench, median) at the given lengths of both shapes, and the time of each
 kernel in one forward+backward (torch.profiler). One process, one GPU, side by side.
 
-    python -m experiments.efficiency.lab.tune [--lengths 1024,8192] [--configs "8;4"]
+    python -m experiments.efficiency.lab.tune [--method mapped] [--lengths 1024,8192] [--configs "8;4"]
 A config is "W[:S]" (num_warps W, num_stages S for every kernel) or comma-separated parts
 "state=W[:S],fwd=..,dq=..,dkv=..", "chunk=BT", "bv=BV" (value columns per program), "walk=N",
 "group=N" (walk programs resident per SM, programs per SM of dq and dk/dv), "carry=P" (the carry
@@ -23,8 +24,14 @@ from collections import defaultdict
 import torch
 import triton
 
-from experiments.efficiency.attention_bench import SHAPES, check_kernel, hedgehog_map
-from hedgehog.kernels import hedgehog_attention, launch_overrides
+from experiments.efficiency.attention_bench import (
+    KERNEL_METHODS,
+    SHAPES,
+    check_kernel,
+    hedgehog_map,
+    make_forward,
+)
+from hedgehog.kernels import launch_overrides
 
 KINDS = ("state", "fwd", "dq", "dkv")
 
@@ -71,7 +78,7 @@ def breakdown(step) -> dict[str, float]:
     return dict(sorted(times.items(), key=lambda kv: -kv[1]))
 
 
-def measure(config: str, shapes: list[str], lengths: list[int]) -> list[dict]:
+def measure(config: str, shapes: list[str], lengths: list[int], method: str = "fused") -> list[dict]:
     """The float64 check, then fwd and fwd+bwd ms and the per-kernel breakdown at each length, under
     the launch options in force (a shape whose check fails is not timed)."""
     rows = []
@@ -79,9 +86,10 @@ def measure(config: str, shapes: list[str], lengths: list[int]) -> list[dict]:
         cfg = SHAPES[shape]
         h, d = cfg["H"], cfg["D"]
         start = time.perf_counter()
-        errors = check_kernel("fused", h, d)
+        errors = check_kernel(method, h, d)
         worst = max(errors.values())
         line = {
+            "method": method,
             "config": config,
             "shape": shape,
             "worst_rel_err": worst,
@@ -101,8 +109,7 @@ def measure(config: str, shapes: list[str], lengths: list[int]) -> list[dict]:
             )
             g = torch.randn_like(q)
 
-            def fwd(q=q, k=k, v=v, params=params):
-                return hedgehog_attention(q, k, v, *params)[0]
+            fwd = make_forward(method, q, k, v, fmap)
 
             def step(fwd=fwd, g=g):
                 fwd().backward(g)
@@ -113,6 +120,7 @@ def measure(config: str, shapes: list[str], lengths: list[int]) -> list[dict]:
                 x.grad = None
             parts = breakdown(step)
             row = {
+                "method": method,
                 "config": config,
                 "shape": shape,
                 "T": t,
@@ -131,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--method", default="fused", choices=KERNEL_METHODS)
     parser.add_argument("--lengths", default="1024,8192")
     parser.add_argument("--shapes", default="gpt2,llama2")
     parser.add_argument("--configs", default="default")
@@ -140,7 +149,7 @@ def main() -> None:
     results = []
     for config in args.configs.split(";"):
         with launch_overrides(**parse(config)):
-            results += measure(config, args.shapes.split(","), lengths)
+            results += measure(config, args.shapes.split(","), lengths, args.method)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
