@@ -751,7 +751,9 @@ def test_gpu_window_kernel_with_key_mask():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("padded", "dtype"), [(False, torch.bfloat16), (True, torch.bfloat16), (True, torch.float16)])
+@pytest.mark.parametrize(
+    ("padded", "dtype"), [(False, torch.bfloat16), (True, torch.bfloat16), (True, torch.float16)]
+)
 def test_gpu_window_layer_takes_the_kernel(monkeypatch, padded, dtype):
     """SlidingWindowLinearAttention on CUDA in half precision, with or without a key padding mask, runs the
     hybrid's kernels and matches the layer in float64 on the CPU (``window_layer_against_float64``: output,

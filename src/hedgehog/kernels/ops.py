@@ -59,7 +59,10 @@ def _dims(mode: int, q: Tensor, v: Tensor, weight_q: Tensor | None) -> _Dims:
     bd, bdp = (_block(d) if d else _pow2(d)), _block(dp)
     wide = max(bd, bdp) > 64
     chunk = _LAUNCH.get("chunk", {})
-    bt = chunk.get("BT", 32 if wide else 64)
+    # chunks of 32 at the wide head dim of the fused kernels (they recompute the map in each kernel); the
+    # generic kernels (features given) are faster with 64 there: 25.1 against 31.9 ms for `mapped` at
+    # Llama-2's 2k (experiments/efficiency/lab/tuning/tune_mapped_llama2_h200.json)
+    bt = chunk.get("BT", 32 if wide and mode != 0 else 64)
     bv = min(chunk.get("BV", 128 if wide else 64), _block(dv))
     return _Dims(mode, d, dp, f, dv, bd, bdp, bv, triton.cdiv(dv, bv), bt, wide)
 
