@@ -2,7 +2,8 @@
 # Issue 15, ninth session, second call: the hybrid kernels' rows without any key (1/den' = 0 there: float16
 # overflowed 1/eps into NaN dk in round 7's masked float16 layer test), the generic kernels in chunks of 64
 # at Llama-2's head dim (round 7's tune: 25.1 against 31.9 ms for mapped), the fused kernels at chunk 64 there
-# for comparison, then the sweep with sdpa, fused and mapped at both shapes (run H). Prologue as in
+# for comparison, then the sweep with sdpa, fused and mapped at both shapes (run H) and the hybrid at
+# Llama-2's 2k (its linear part runs the generic kernels). Prologue as in
 # h200_round6.sh's call. Logs straight into $OUT (seven files: the device returns at most eight).
 set -o pipefail
 OUT=${OUT:-outputs/efficiency}
@@ -14,4 +15,5 @@ timeout 60 python3 -m experiments.efficiency.lab.tune --shapes llama2 --lengths 
   --json "$OUT/tune_fused_llama2.json" 2>&1 | grep -v -i warn | cut -c1-300
 timeout 230 python3 -m experiments.efficiency.bench --methods sdpa,fused,mapped --shapes gpt2,llama2 \
   --out "$OUT" 2>&1 | grep -v -i warn | tee "$OUT/bench_mapped.log" | tail -40
-# whole script: at most 150 + 60 + 230 = 440 s of timeouts (one device call)
+timeout 60 python3 -m experiments.efficiency.lab.hybrid_bench --shapes llama2 --lengths 2048 2>&1 | grep -v -i warn
+# whole script: at most 150 + 60 + 230 + 60 = 500 s of timeouts (one device call)
