@@ -9,11 +9,11 @@ set -o pipefail
 OUT=${OUT:-outputs/efficiency}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$OUT/gpu.txt"
-timeout 150 python3 -m pytest -q -m gpu tests/test_kernels.py -p no:cacheprovider \
+timeout 130 python3 -m pytest -q -m gpu tests/test_kernels.py -p no:cacheprovider \
   -k "window or generic or float16 or dispatch" 2>&1 | grep -v -i warn | tee "$OUT/pytest_gpu.log" | tail -6
 timeout 60 python3 -m experiments.efficiency.lab.tune --shapes llama2 --lengths 2048 --configs "default;chunk=64" \
   --json "$OUT/tune_fused_llama2.json" 2>&1 | grep -v -i warn | cut -c1-300
-timeout 230 python3 -m experiments.efficiency.bench --methods sdpa,fused,mapped --shapes gpt2,llama2 \
+timeout 200 python3 -m experiments.efficiency.bench --methods sdpa,fused,mapped --shapes gpt2,llama2 \
   --out "$OUT" 2>&1 | grep -v -i warn | tee "$OUT/bench_mapped.log" | tail -40
-timeout 60 python3 -m experiments.efficiency.lab.hybrid_bench --shapes llama2 --lengths 2048 2>&1 | grep -v -i warn
-# whole script: at most 150 + 60 + 230 + 60 = 500 s of timeouts (one device call)
+timeout 40 python3 -m experiments.efficiency.lab.hybrid_bench --shapes llama2 --lengths 2048 2>&1 | grep -v -i warn
+# whole script: at most 130 + 60 + 200 + 40 = 430 s of timeouts (one device call)
