@@ -570,6 +570,64 @@ def test_gpu_generic_features(f, t):
     assert rel(kv, refs[1].transpose(-1, -2) @ refs[2]) < GPU_TOL
 
 
+def _spy_on_kernel_paths(monkeypatch) -> list[str]:
+    """Record which kernel entry points a layer calls, in order."""
+    calls = []
+    for name in ("hedgehog_attention", "hedgehog_features", "linear_attention", "hedgehog_decode"):
+        original = getattr(kernels, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, spy)
+    return calls
+
+
+def hedgehog_layer_paths(monkeypatch, device: str, d: int, t: int) -> tuple[list[str], list[float]]:
+    """A causal Hedgehog LinearAttention at head dim d in bf16 (through ``forward`` on CUDA; on the CPU,
+    under the interpreter, through ``_kernel_forward``, which forward takes for CUDA half tensors): the
+    kernel entry points it called and its relative errors against the layer in float64 (output, the
+    gradients of q, k, v and of the map's parameters, the state's kv)."""
+    torch.manual_seed(0)
+    layer = LinearAttention(2, d, HedgehogFeatureMap)
+    with torch.no_grad():
+        for p in layer.feature_map.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    q, k, v, grad_out = (torch.randn(2, 2, t, d).to(torch.bfloat16) for _ in range(4))
+    ref_layer = copy.deepcopy(layer).double()
+    refs = [x.double().requires_grad_() for x in (q, k, v)]
+    ref, ref_state = ref_layer(*refs)
+    ref_grads = torch.autograd.grad(ref, [*refs, *ref_layer.parameters()], grad_out.double())
+    layer = layer.to(device)
+    ins = [x.to(device).requires_grad_() for x in (q, k, v)]
+    calls = _spy_on_kernel_paths(monkeypatch)
+    out, state = layer(*ins) if device == "cuda" else layer._kernel_forward(*ins, None, None)
+    grads = torch.autograd.grad(out, [*ins, *layer.parameters()], grad_out.to(device))
+    pairs = zip((out, *grads, state.kv), (ref, *ref_grads, ref_state.kv), strict=True)
+    return calls, [rel(x.float().cpu(), r) for x, r in pairs]
+
+
+@interpreter
+@pytest.mark.parametrize(("d", "path"), [(16, ["hedgehog_attention"]), (72, ["linear_attention"])])
+def test_causal_hedgehog_layer_writes_features_above_head_dim_64(monkeypatch, d, path):
+    """Causal Hedgehog layers run fused up to head dim 64 and, above it (Llama-family), write their features
+    once for the generic chunked kernels (on the CPU the map itself runs in PyTorch; on CUDA the map kernels
+    write them); the same function either way."""
+    calls, errors = hedgehog_layer_paths(monkeypatch, "cpu", d, 150)
+    assert calls == path
+    assert max(errors) < 1e-2, errors
+
+
+@pytest.mark.gpu
+def test_gpu_causal_hedgehog_layer_at_head_dim_128_writes_features(monkeypatch):
+    """At Llama's head dim 128 the causal Hedgehog layer on CUDA writes its features with the map kernels
+    and runs the generic chunked kernels, matching float64 on the CPU."""
+    calls, errors = hedgehog_layer_paths(monkeypatch, "cuda", 128, 777)
+    assert calls == ["hedgehog_features", "hedgehog_features", "linear_attention"]
+    assert max(errors) < GPU_TOL, errors
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmap_cls", [Elu1FeatureMap, PerformerFeatureMap])
 def test_gpu_layer_dispatch_generic_and_hedgehog(fmap_cls):

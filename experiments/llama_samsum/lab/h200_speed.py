@@ -7,9 +7,11 @@
 The model is Hugging Face's LlamaForCausalLM of Llama-2 7B's shape (32 layers, width 4,096, 32 heads of
 128, MLP 11,008, vocabulary 32,000; 6.7B parameters) with random weights in bfloat16, converted the
 project's one way (``hedgehog.models.conversion.convert``) to each attention as conf/attention/<name>.yaml
-builds it: ``softmax`` (SDPA: FlashAttention), ``hedgehog`` (the fused Triton kernels) and
-``hedgehog_window`` (the sliding-window hybrid, window 64: its Triton kernels on CUDA since the eighth
-session, the chunked PyTorch form when this table's row was measured),
+builds it: ``softmax`` (SDPA: FlashAttention), ``hedgehog`` (Triton kernels: fused when its row in
+``h200_speed_h200.md`` was measured; since the ninth session, at this head dim of 128, the map kernels
+writing the features once and the generic chunked kernels) and ``hedgehog_window`` (the sliding-window
+hybrid, window 64: its Triton kernels, ``h200_speed_h200_window.md``; the chunked PyTorch form in
+``h200_speed_h200.md``),
 with the paper's LoRA (r 8, alpha 16 on q, k, v, o; only the adapters train).
 
 Training: forward and backward (bf16 autocast; AdamW over the adapters) at T = 1,024 and 4,096 with

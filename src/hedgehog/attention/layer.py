@@ -204,8 +204,11 @@ class LinearAttention(nn.Module):
     ) -> tuple[Tensor, LinearAttentionState | None] | None:
         """The same function through the Triton kernels (half precision on CUDA), else None.
 
-        Hedgehog maps run fused (features computed inside the kernel); other maps compute
-        their features here and share the chunked and decode kernels. A carried state is a constant.
+        Hedgehog maps run fused (features computed inside the kernel), except causal ones above head dim
+        64 (Llama-family), whose features the map kernels write once for the generic chunked kernels:
+        0.53x the fused kernels' time at Llama-2's shape, 2k-32k, for about 1 GB more peak memory per call
+        (``experiments/efficiency/tables/h200/results_h200.md``, `mapped`). Other maps compute their
+        features here and share the chunked and decode kernels. A carried state is a constant.
         """
         if q.dtype not in (torch.float16, torch.bfloat16) or q.shape[:3] != k.shape[:3]:
             return None
@@ -218,8 +221,10 @@ class LinearAttention(nn.Module):
             return None
         offset = cache.offset if cache is not None else 0
         state = None if cache is None or not self.causal else (cache.kv, cache.k_sum)
-        hedgehog = isinstance(fmap, HedgehogFeatureMap)
         decoding = state is not None and q.shape[-2] == 1 and self.causal and not torch.is_grad_enabled()
+        hedgehog = isinstance(fmap, HedgehogFeatureMap) and (
+            decoding or not self.causal or max(q.shape[-1], fmap.weight_q.shape[-1]) <= 64
+        )
         if hedgehog:
             params = (fmap.weight_q, fmap.bias_q, fmap.weight_k, fmap.bias_k)
             options = {"activation": fmap.activation, "temperature": fmap.temperature, "eps": self.eps}
