@@ -32,7 +32,7 @@ class _Dims(NamedTuple):
     BV: int
     NV: int
     BT: int  # tokens per chunk
-    wide: bool  # head dim or feature half above 64: chunks of 32 and the wide launch options
+    wide: bool  # head dim or feature half above 64: the wide launch options (and chunks of 32 when fused)
 
 
 def _pow2(n: int) -> int:
