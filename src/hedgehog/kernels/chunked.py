@@ -303,6 +303,14 @@ def _load_state(hs_ptr, hz_ptr, hc, offs_p, offs_v, DV, BDP: tl.constexpr):
 
 
 @triton.jit
+def _inverse_den(den, eps):
+    """1 / den' = 1 / (den + eps) per row, and 0 for a row that sees no key at all (left padding, every key
+    masked): there den = 0 and num = 0, so its output is 0 and nothing flows back through it, exactly;
+    1 / eps (1e6) would overflow float16 in the backward's g / den' (NaN in dk on the H200)."""
+    return tl.where(den != 0.0, 1.0 / (den + eps), 0.0)
+
+
+@triton.jit
 def _fwd_kernel(
     q_ptr,
     k_ptr,
@@ -398,7 +406,7 @@ def _fwd_kernel(
         a = tl.where(offs_t[:, None] >= offs_t[None, :], a, 0.0)
         num += tl.dot(a.to(DOT), v.to(DOT))
         den += tl.sum(a, 1)
-    rden = 1.0 / (den + eps)
+    rden = _inverse_den(den, eps)
     o = num * rden[:, None]
     o_low = o.to(o_ptr.dtype.element_ty)
     o_offs = offs_t[:, None] * sot + offs_v[None, :]
@@ -1034,10 +1042,7 @@ def _window_fwd_kernel(
     vp = tl.load(v_ptr + offs_s[:, None] * svt + offs_v[None, :], mask=pm[:, None] & vm[None, :], other=0.0)
     num += tl.dot(a_cur.to(DOT), v.to(DOT)) + tl.dot(a_prev.to(DOT), vp.to(DOT))
     den += tl.sum(a_cur, 1) + tl.sum(a_prev, 1)
-    # a row that sees no key at all (left padding) has den = 0 and num = 0: its output is 0 and nothing flows
-    # back through it, so 1/den' is 0 there, exactly; 1/eps (1e6) would overflow float16 in the backward's
-    # g / den' (NaN in dk on the H200)
-    rden = tl.where(den > 0.0, 1.0 / (den + eps), 0.0)
+    rden = _inverse_den(den, eps)
     o = num * rden[:, None]
     o_low = o.to(o_ptr.dtype.element_ty)
     o_offs = ib * sob + ih * soh + offs_t[:, None] * sot + offs_v[None, :]
